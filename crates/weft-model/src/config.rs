@@ -157,12 +157,20 @@ pub fn parse_cidr(object: &str, field: &str, text: &str) -> Result<IpNet, FieldE
         return Err(FieldError::new(
             object,
             field,
-            format!("a network address without host bits (did you mean {}?)", net.trunc()),
+            format!(
+                "a network address without host bits (did you mean {}?)",
+                net.trunc()
+            ),
         )
         .found(text));
     }
-    if net.max_prefix_len() - net.prefix_len() < 2 {
-        return Err(FieldError::new(object, field, "a subnet with room for hosts (/30 or larger for IPv4)").found(text));
+    if net.max_prefix_len() - net.prefix_len() < 3 {
+        return Err(FieldError::new(
+            object,
+            field,
+            "a subnet with room for hosts (/29 or larger for IPv4, /125 for IPv6)",
+        )
+        .found(text));
     }
     Ok(net)
 }
@@ -178,7 +186,9 @@ impl ClusterConfigSpec {
         let name = &self.cluster_name;
         let valid_name = !name.is_empty()
             && name.len() <= 40
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !name.starts_with('-')
             && !name.ends_with('-');
         if !valid_name {
@@ -190,8 +200,12 @@ impl ClusterConfigSpec {
             .found(name));
         }
         if self.asn == 0 || self.asn == 23456 || self.asn == u32::MAX {
-            return Err(FieldError::new(object, "spec.asn", "an AS number from 1 to 4294967294 other than 23456 (AS_TRANS)")
-                .found(self.asn));
+            return Err(FieldError::new(
+                object,
+                "spec.asn",
+                "an AS number from 1 to 4294967294 other than 23456 (AS_TRANS)",
+            )
+            .found(self.asn));
         }
         let router_id = match &self.router_id {
             None => None,
@@ -202,7 +216,11 @@ impl ClusterConfigSpec {
         let pod = parse_subnets(object, "spec.podSubnets", &self.pod_subnets)?;
         let service = parse_subnets(object, "spec.serviceSubnets", &self.service_subnets)?;
         let fabric = parse_subnets(object, "spec.ipFabricSubnets", &self.ip_fabric_subnets)?;
-        let groups = [("spec.podSubnets", &pod), ("spec.serviceSubnets", &service), ("spec.ipFabricSubnets", &fabric)];
+        let groups = [
+            ("spec.podSubnets", &pod),
+            ("spec.serviceSubnets", &service),
+            ("spec.ipFabricSubnets", &fabric),
+        ];
         for (i, (field_a, nets_a)) in groups.iter().enumerate() {
             for (j, a) in nets_a.iter().enumerate() {
                 for (field_b, nets_b) in groups.iter().skip(i) {
@@ -274,7 +292,10 @@ mod tests {
 
     #[test]
     fn bad_cidr_names_the_field() {
-        let spec = ClusterConfigSpec { pod_subnets: vec!["10.32.0.0/33".into()], ..Default::default() };
+        let spec = ClusterConfigSpec {
+            pod_subnets: vec!["10.32.0.0/33".into()],
+            ..Default::default()
+        };
         let err = spec.validate("ClusterConfig default", None).unwrap_err();
         assert_eq!(err.field, "spec.podSubnets[0]");
         assert!(err.to_string().contains("10.32.0.0/33"), "{err}");
@@ -282,33 +303,54 @@ mod tests {
 
     #[test]
     fn host_bits_are_rejected_with_a_hint() {
-        let spec = ClusterConfigSpec { service_subnets: vec!["10.96.0.1/12".into()], ..Default::default() };
+        let spec = ClusterConfigSpec {
+            service_subnets: vec!["10.96.0.1/12".into()],
+            ..Default::default()
+        };
         let err = spec.validate("ClusterConfig default", None).unwrap_err();
         assert!(err.expected.contains("10.96.0.0/12"), "{err}");
     }
 
     #[test]
     fn overlapping_subnets_are_rejected() {
-        let spec = ClusterConfigSpec { service_subnets: vec!["10.32.0.0/16".into()], ..Default::default() };
+        let spec = ClusterConfigSpec {
+            service_subnets: vec!["10.32.0.0/16".into()],
+            ..Default::default()
+        };
         let err = spec.validate("ClusterConfig default", None).unwrap_err();
         assert!(err.to_string().contains("overlap"), "{err}");
     }
 
     #[test]
     fn kubernetes_service_range_must_be_covered() {
-        let spec = ClusterConfigSpec { kubernetes_service_cidr: Some("172.20.0.0/16".into()), ..Default::default() };
+        let spec = ClusterConfigSpec {
+            kubernetes_service_cidr: Some("172.20.0.0/16".into()),
+            ..Default::default()
+        };
         let err = spec.validate("ClusterConfig default", None).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("172.20.0.0/16") && text.contains("10.96.0.0/12"), "{text}");
-        let ok = ClusterConfigSpec { kubernetes_service_cidr: Some("10.96.0.0/16".into()), ..Default::default() };
+        assert!(
+            text.contains("172.20.0.0/16") && text.contains("10.96.0.0/12"),
+            "{text}"
+        );
+        let ok = ClusterConfigSpec {
+            kubernetes_service_cidr: Some("10.96.0.0/16".into()),
+            ..Default::default()
+        };
         assert!(ok.validate("x", None).is_ok());
     }
 
     #[test]
     fn bad_asn_and_name() {
-        let spec = ClusterConfigSpec { asn: 0, ..Default::default() };
+        let spec = ClusterConfigSpec {
+            asn: 0,
+            ..Default::default()
+        };
         assert_eq!(spec.validate("x", None).unwrap_err().field, "spec.asn");
-        let spec = ClusterConfigSpec { cluster_name: "K8S_".into(), ..Default::default() };
+        let spec = ClusterConfigSpec {
+            cluster_name: "K8S_".into(),
+            ..Default::default()
+        };
         assert_eq!(spec.validate("x", None).unwrap_err().field, "spec.clusterName");
     }
 }

@@ -20,7 +20,12 @@ pub struct FieldError {
 impl FieldError {
     /// Builds an error for `object`'s `field`, saying what was `expected`.
     pub fn new(object: impl Into<String>, field: impl Into<String>, expected: impl Into<String>) -> Self {
-        Self { object: object.into(), field: field.into(), expected: expected.into(), found: None }
+        Self {
+            object: object.into(),
+            field: field.into(),
+            expected: expected.into(),
+            found: None,
+        }
     }
 
     /// Adds the value that was found (quoted in the message).
@@ -37,7 +42,11 @@ impl FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: field {}: expected {}", self.object, self.field, self.expected)?;
+        write!(
+            f,
+            "{}: field {}: expected {}",
+            self.object, self.field, self.expected
+        )?;
         if let Some(found) = &self.found {
             write!(f, ", found {found:?}")?;
         }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ClusterConfig;
 use crate::error::FieldError;
-use crate::resources::{FloatingIpPool, NetworkAttachmentDefinition, VirtualNetwork, NAD_API_VERSION, WEFT_API_VERSION};
+use crate::resources::{
+    FloatingIpPool, NAD_API_VERSION, NetworkAttachmentDefinition, VirtualNetwork, WEFT_API_VERSION,
+};
 
 /// Every kind of object weft accepts as input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -72,7 +74,9 @@ impl InputKind {
     /// The manifest `apiVersion:`.
     pub fn api_version(self) -> &'static str {
         match self {
-            InputKind::ClusterConfig | InputKind::VirtualNetwork | InputKind::FloatingIpPool => WEFT_API_VERSION,
+            InputKind::ClusterConfig | InputKind::VirtualNetwork | InputKind::FloatingIpPool => {
+                WEFT_API_VERSION
+            }
             InputKind::Namespace | InputKind::Node | InputKind::Pod | InputKind::Service => "v1",
             InputKind::NetworkAttachmentDefinition => NAD_API_VERSION,
             InputKind::EndpointSlice => "discovery.k8s.io/v1",
@@ -82,7 +86,10 @@ impl InputKind {
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, InputKind::ClusterConfig | InputKind::Namespace | InputKind::Node)
+        !matches!(
+            self,
+            InputKind::ClusterConfig | InputKind::Namespace | InputKind::Node
+        )
     }
 
     /// Lower-case plural used in store keys and URLs (`pods`, `clusterconfigs`).
@@ -133,12 +140,20 @@ pub struct InputKey {
 impl InputKey {
     /// A key for a namespaced object.
     pub fn namespaced(kind: InputKind, namespace: &str, name: &str) -> Self {
-        Self { kind, namespace: Some(namespace.to_string()), name: name.to_string() }
+        Self {
+            kind,
+            namespace: Some(namespace.to_string()),
+            name: name.to_string(),
+        }
     }
 
     /// A key for a cluster-scoped object.
     pub fn cluster(kind: InputKind, name: &str) -> Self {
-        Self { kind, namespace: None, name: name.to_string() }
+        Self {
+            kind,
+            namespace: None,
+            name: name.to_string(),
+        }
     }
 
     /// `namespace/name` or `name`.
@@ -177,7 +192,11 @@ pub enum InputObject {
 fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value, object: &str) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let field = if path == "." { "(document)".to_string() } else { path };
+        let field = if path == "." {
+            "(document)".to_string()
+        } else {
+            path
+        };
         FieldError::new(object, field, err.inner().to_string())
     })
 }
@@ -201,18 +220,26 @@ impl InputObject {
             }
         );
         if !value.is_object() {
-            return Err(FieldError::new("(document)", "(document)", "a mapping with apiVersion, kind and metadata"));
+            return Err(FieldError::new(
+                "(document)",
+                "(document)",
+                "a mapping with apiVersion, kind and metadata",
+            ));
         }
         let kind_name = kind.ok_or_else(|| FieldError::new(&shown, "kind", "the object's kind, e.g. Pod"))?;
-        let api_version =
-            api_version.ok_or_else(|| FieldError::new(&shown, "apiVersion", "the object's apiVersion, e.g. v1"))?;
+        let api_version = api_version
+            .ok_or_else(|| FieldError::new(&shown, "apiVersion", "the object's apiVersion, e.g. v1"))?;
         let known = InputKind::from_kind_name(&kind_name).ok_or_else(|| {
             let names: Vec<&str> = InputKind::ALL.iter().map(|k| k.kind_name()).collect();
             FieldError::new(&shown, "kind", format!("one of {}", names.join(", "))).found(&kind_name)
         })?;
         if known.api_version() != api_version {
-            return Err(FieldError::new(&shown, "apiVersion", format!("{} for kind {}", known.api_version(), kind_name))
-                .found(&api_version));
+            return Err(FieldError::new(
+                &shown,
+                "apiVersion",
+                format!("{} for kind {}", known.api_version(), kind_name),
+            )
+            .found(&api_version));
         }
         match &name {
             Some(n) if is_dns_subdomain(n) => {}
@@ -242,7 +269,9 @@ impl InputObject {
             InputKind::FloatingIpPool => InputObject::FloatingIpPool(decode(value, &shown)?),
             InputKind::Namespace => InputObject::Namespace(decode(value, &shown)?),
             InputKind::Node => InputObject::Node(decode(value, &shown)?),
-            InputKind::NetworkAttachmentDefinition => InputObject::NetworkAttachmentDefinition(decode(value, &shown)?),
+            InputKind::NetworkAttachmentDefinition => {
+                InputObject::NetworkAttachmentDefinition(decode(value, &shown)?)
+            }
             InputKind::Pod => InputObject::Pod(decode(value, &shown)?),
             InputKind::Service => InputObject::Service(decode(value, &shown)?),
             InputKind::EndpointSlice => InputObject::EndpointSlice(decode(value, &shown)?),
@@ -335,7 +364,11 @@ impl InputObject {
         let kind = self.kind();
         InputKey {
             kind,
-            namespace: if kind.namespaced() { Some(meta.namespace.clone().unwrap_or_else(|| "default".into())) } else { None },
+            namespace: if kind.namespaced() {
+                Some(meta.namespace.clone().unwrap_or_else(|| "default".into()))
+            } else {
+                None
+            },
             name: meta.name.clone().unwrap_or_default(),
         }
     }
@@ -354,7 +387,8 @@ pub enum InputChange {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -383,8 +417,9 @@ mod tests {
 
     #[test]
     fn unknown_kind_names_the_choices() {
-        let err = InputObject::from_value(json!({"apiVersion": "v1", "kind": "Frob", "metadata": {"name": "x"}}))
-            .unwrap_err();
+        let err =
+            InputObject::from_value(json!({"apiVersion": "v1", "kind": "Frob", "metadata": {"name": "x"}}))
+                .unwrap_err();
         assert_eq!(err.field, "kind");
         assert!(err.expected.contains("Pod"));
         assert_eq!(err.found.as_deref(), Some("Frob"));
@@ -392,8 +427,9 @@ mod tests {
 
     #[test]
     fn wrong_api_version() {
-        let err = InputObject::from_value(json!({"apiVersion": "v2", "kind": "Pod", "metadata": {"name": "x"}}))
-            .unwrap_err();
+        let err =
+            InputObject::from_value(json!({"apiVersion": "v2", "kind": "Pod", "metadata": {"name": "x"}}))
+                .unwrap_err();
         assert_eq!(err.field, "apiVersion");
     }
 
@@ -420,11 +456,15 @@ mod tests {
 
     #[test]
     fn bad_names() {
-        let err = InputObject::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Web_1"}}))
-            .unwrap_err();
+        let err = InputObject::from_value(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Web_1"}}),
+        )
+        .unwrap_err();
         assert_eq!(err.field, "metadata.name");
-        let err = InputObject::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "namespace": "b"}}))
-            .unwrap_err();
+        let err = InputObject::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "namespace": "b"}}),
+        )
+        .unwrap_err();
         assert_eq!(err.field, "metadata.namespace");
     }
 }

@@ -19,13 +19,13 @@ pub mod resources;
 
 pub use config::{ClusterConfig, ClusterConfigSpec};
 pub use derived::{
-    DerivedKind, DerivedObject, FirewallPolicyRecord, InterfaceAttachment, NetworkKind,
-    ObjectStatus, Project, ServicePortRecord, ServiceRecord, VirtualNetworkRecord,
+    DerivedKind, DerivedObject, FirewallPolicyRecord, InterfaceAttachment, NetworkKind, ObjectStatus,
+    Project, ServicePortRecord, ServiceRecord, VirtualNetworkRecord,
 };
 pub use error::FieldError;
 pub use ids::{MacAddr, Vni};
 pub use input::{InputChange, InputKey, InputKind, InputObject};
 pub use resources::{
-    FloatingIpPool, FloatingIpPoolSpec, NetworkAttachmentDefinition, NetworkAttachmentSpec,
-    VirtualNetwork, VirtualNetworkSpec, WEFT_API_VERSION,
+    FloatingIpPool, FloatingIpPoolSpec, NetworkAttachmentDefinition, NetworkAttachmentSpec, VirtualNetwork,
+    VirtualNetworkSpec, WEFT_API_VERSION,
 };

@@ -115,10 +115,16 @@ mod tests {
             "default-domain:k8s-default:k8s-default-pod-network"
         );
         assert_eq!(
-            fq_name(&project_name("k8s", "ns-isolated"), &namespace_service_network("k8s", "ns-isolated")),
+            fq_name(
+                &project_name("k8s", "ns-isolated"),
+                &namespace_service_network("k8s", "ns-isolated")
+            ),
             "default-domain:k8s-ns-isolated:k8s-ns-isolated-service-network"
         );
-        assert_eq!(attachment_network("k8s", "vn-left-1"), "k8s-vn-left-1-pod-network");
+        assert_eq!(
+            attachment_network("k8s", "vn-left-1"),
+            "k8s-vn-left-1-pod-network"
+        );
         assert_eq!(
             routing_instance("default-domain:k8s-default:k8s-default-pod-network"),
             "default-domain:k8s-default:k8s-default-pod-network:k8s-default-pod-network"
@@ -128,7 +134,10 @@ mod tests {
 
     #[test]
     fn fq_names_split() {
-        assert_eq!(split_fq_name("default-domain:k8s-a:vn"), Some(("default-domain", "k8s-a", "vn")));
+        assert_eq!(
+            split_fq_name("default-domain:k8s-a:vn"),
+            Some(("default-domain", "k8s-a", "vn"))
+        );
         assert_eq!(split_fq_name("a:b"), None);
         assert_eq!(split_fq_name("a:b:c:d"), None);
         assert_eq!(split_fq_name("a::c"), None);

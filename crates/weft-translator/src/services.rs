@@ -1,0 +1,461 @@
+//! Services → TF native load balancers (reference §7.1–§7.3): the VIP is the ClusterIP in
+//! the namespace's service network (allocated here when the manifest has none, as the
+//! API server would), ports with their target ports, NodePorts, and backends from
+//! EndpointSlices — or from the selector when no EndpointSlice exists, which is what a
+//! cluster without an endpoints controller (the lab) needs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use weft_model::derived::BackendRecord;
+use weft_model::{
+    DerivedKind, DerivedObject, FieldError, InputKey, InputKind, InputObject, ServicePortRecord,
+    ServiceRecord,
+};
+
+use crate::networks::validate_fip_pool_annotation;
+use crate::pods::release_owned;
+use crate::{NODE_PORT_RANGE, Translator, ipam_reason};
+
+/// IPAM owner string of a service VIP (and holder of its NodePorts).
+pub fn service_owner(ns: &str, name: &str) -> String {
+    format!("Service {ns}/{name}")
+}
+
+/// True if `name` is a valid IANA service name (named ports).
+pub fn is_port_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+fn requested_cluster_ip(svc: &Service) -> Option<&str> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+}
+
+fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// Checks a Service: type, ClusterIP inside the service subnets and free, ports.
+pub fn validate_service(
+    t: &Translator,
+    key: &InputKey,
+    object: &str,
+    svc: &Service,
+) -> Result<(), FieldError> {
+    let Some(spec) = &svc.spec else {
+        return Err(FieldError::new(object, "spec", "a service spec with ports"));
+    };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&kind) {
+        return Err(FieldError::new(
+            object,
+            "spec.type",
+            "one of ClusterIP, NodePort, LoadBalancer, ExternalName",
+        )
+        .found(kind));
+    }
+    let owner = service_owner(key.namespace.as_deref().unwrap_or("default"), &key.name);
+    if let Some(text) = requested_cluster_ip(svc) {
+        let ip: IpAddr = text.parse().map_err(|_| {
+            FieldError::new(object, "spec.clusterIP", "an IP address, \"None\" or nothing").found(text)
+        })?;
+        if !t.config.in_service_range(ip) {
+            let ranges: Vec<String> = t.config.service_subnets.iter().map(|n| n.to_string()).collect();
+            return Err(FieldError::new(
+                object,
+                "spec.clusterIP",
+                format!(
+                    "an address inside weft's service subnets {} (ClusterConfig spec.serviceSubnets); the Kubernetes API server and weft disagree on the service range",
+                    ranges.join(", ")
+                ),
+            )
+            .found(ip));
+        }
+        for pool in t.pools.values() {
+            if let Some(other) = pool.owner(ip)
+                && other != owner
+            {
+                return Err(FieldError::new(
+                    object,
+                    "spec.clusterIP",
+                    format!("an address not in use ({ip} belongs to {other})"),
+                )
+                .found(ip));
+            }
+        }
+    }
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    if ports.is_empty() && kind != "ExternalName" && !is_headless(svc) {
+        return Err(FieldError::new(object, "spec.ports", "at least one port"));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        let field = |f: &str| format!("spec.ports[{i}].{f}");
+        if !(1..=65535).contains(&p.port) {
+            return Err(FieldError::new(object, field("port"), "a port from 1 to 65535").found(p.port));
+        }
+        let proto = p.protocol.as_deref().unwrap_or("TCP");
+        if !["TCP", "UDP", "SCTP"].contains(&proto) {
+            return Err(FieldError::new(object, field("protocol"), "TCP, UDP or SCTP").found(proto));
+        }
+        if ports.len() > 1 && p.name.as_deref().is_none_or(str::is_empty) {
+            return Err(FieldError::new(
+                object,
+                field("name"),
+                "a name: every port of a multi-port service needs one",
+            ));
+        }
+        match &p.target_port {
+            Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
+                return Err(FieldError::new(
+                    object,
+                    field("targetPort"),
+                    "a port from 1 to 65535 or a port name",
+                )
+                .found(n));
+            }
+            Some(IntOrString::String(s)) if !is_port_name(s) && s.parse::<u16>().is_err() => {
+                return Err(FieldError::new(
+                    object,
+                    field("targetPort"),
+                    "a port number or an IANA port name (lowercase, at most 15 characters)",
+                )
+                .found(s));
+            }
+            _ => {}
+        }
+        if let Some(np) = p.node_port {
+            let np_ok = u16::try_from(np).ok().filter(|n| NODE_PORT_RANGE.contains(n));
+            let Some(np) = np_ok else {
+                return Err(FieldError::new(
+                    object,
+                    field("nodePort"),
+                    format!("a port in {}-{}", NODE_PORT_RANGE.start(), NODE_PORT_RANGE.end()),
+                )
+                .found(np));
+            };
+            if kind == "ClusterIP" {
+                return Err(
+                    FieldError::new(object, field("nodePort"), "no nodePort on a ClusterIP service")
+                        .found(np),
+                );
+            }
+            if let Some(other) = t.node_ports.get(&np)
+                && other != &owner
+            {
+                return Err(FieldError::new(
+                    object,
+                    field("nodePort"),
+                    format!("a NodePort not in use ({np} belongs to {other})"),
+                )
+                .found(np));
+            }
+        }
+    }
+    for (i, ip) in spec
+        .external_ips
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if ip.parse::<IpAddr>().is_err() {
+            return Err(FieldError::new(object, format!("spec.externalIPs[{i}]"), "an IP address").found(ip));
+        }
+    }
+    if let Some(aff) = spec.session_affinity.as_deref()
+        && aff != "None"
+        && aff != "ClientIP"
+    {
+        return Err(FieldError::new(object, "spec.sessionAffinity", "None or ClientIP").found(aff));
+    }
+    validate_fip_pool_annotation(object, &svc.metadata)
+}
+
+/// Checks an EndpointSlice's addresses.
+pub fn validate_endpoint_slice(object: &str, slice: &EndpointSlice) -> Result<(), FieldError> {
+    let kind = slice.address_type.as_str();
+    if !["IPv4", "IPv6", "FQDN"].contains(&kind) {
+        return Err(FieldError::new(object, "addressType", "IPv4, IPv6 or FQDN").found(kind));
+    }
+    if kind == "FQDN" {
+        return Ok(());
+    }
+    for (i, e) in slice.endpoints.iter().enumerate() {
+        for (j, a) in e.addresses.iter().enumerate() {
+            if a.parse::<IpAddr>().is_err() {
+                return Err(FieldError::new(
+                    object,
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!("an {kind} address"),
+                )
+                .found(a));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn labels_match(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn backends(t: &Translator, ns: &str, name: &str, svc: &Service) -> (Vec<BackendRecord>, String) {
+    let mut out = Vec::new();
+    let mut any_slice = false;
+    for (_, o) in t.inputs_in(InputKind::EndpointSlice, ns) {
+        let InputObject::EndpointSlice(slice) = o else {
+            continue;
+        };
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        if owner.map(String::as_str) != Some(name) || slice.address_type == "FQDN" {
+            continue;
+        }
+        any_slice = true;
+        for e in &slice.endpoints {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| {
+                    r.name
+                        .as_ref()
+                        .map(|n| format!("{}/{}", r.namespace.as_deref().unwrap_or(ns), n))
+                });
+            for a in &e.addresses {
+                if let Ok(ip) = a.parse() {
+                    out.push(BackendRecord {
+                        pod: pod.clone(),
+                        ip,
+                        node: e.node_name.clone(),
+                        ready,
+                    });
+                }
+            }
+        }
+    }
+    if any_slice {
+        out.sort_by_key(|a| a.ip);
+        out.dedup_by(|a, b| a.ip == b.ip);
+        return (out, "endpointslices".into());
+    }
+    let selector = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    if selector.is_empty() {
+        return (out, "none".into());
+    }
+    for (k, o) in t.inputs_in(InputKind::Pod, ns) {
+        let InputObject::Pod(pod) = o else { continue };
+        if !labels_match(&selector, pod.metadata.labels.as_ref()) {
+            continue;
+        }
+        let Some(DerivedObject::Interface(i)) = t
+            .derived
+            .get(&(DerivedKind::Interface, format!("{ns}/{}/eth0", k.name)))
+        else {
+            continue;
+        };
+        let ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .is_none_or(|c| c.status == "True");
+        out.push(BackendRecord {
+            pod: Some(format!("{ns}/{}", k.name)),
+            ip: i.ip,
+            node: i.node.clone(),
+            ready,
+        });
+    }
+    (out, "selector".into())
+}
+
+fn release_node_ports(t: &mut Translator, owner: &str, keep: &[u16]) {
+    t.node_ports.retain(|port, o| o != owner || keep.contains(port));
+}
+
+/// Recomputes one service.
+pub fn sync_service(t: &mut Translator, ns: &str, name: &str) {
+    let key = InputKey::namespaced(InputKind::Service, ns, name);
+    let record_name = format!("{ns}/{name}");
+    let owner = service_owner(ns, name);
+    let old = match t.derived.get(&(DerivedKind::Service, record_name.clone())) {
+        Some(DerivedObject::Service(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let svc = match t.inputs.get(&key) {
+        Some(InputObject::Service(s)) => Some(s.as_ref().clone()),
+        _ => None,
+    };
+    let spec_type = svc
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.type_.clone())
+        .unwrap_or_else(|| "ClusterIP".into());
+    let drop_it = |t: &mut Translator| {
+        if let Some(o) = &old {
+            if let Some(vip) = o.vip {
+                release_owned(t, vip, &owner);
+            }
+            t.remove_derived(DerivedKind::Service, &record_name);
+        }
+        release_node_ports(t, &owner, &[]);
+    };
+    let Some(svc) = svc.filter(|_| spec_type != "ExternalName") else {
+        drop_it(t);
+        t.set_pending(&key, None);
+        return;
+    };
+    let Some(project) = t.project(ns).cloned() else {
+        drop_it(t);
+        t.set_pending(&key, Some(format!("waiting for Namespace {ns}")));
+        return;
+    };
+    let Some(network) = t.network(&project.service_network).cloned() else {
+        drop_it(t);
+        t.set_pending(
+            &key,
+            Some(format!("waiting for network {}", project.service_network)),
+        );
+        return;
+    };
+    let mut pending = None;
+    // The VIP.
+    let wanted: Option<IpAddr> = requested_cluster_ip(&svc).and_then(|s| s.parse().ok());
+    let headless = is_headless(&svc);
+    let pool_owns = |t: &Translator, ip: IpAddr| {
+        t.pools.get(&network.ipam).and_then(|p| p.owner(ip)) == Some(owner.as_str())
+    };
+    let old_vip = old.as_ref().and_then(|o| o.vip);
+    let vip = if headless {
+        if let Some(v) = old_vip {
+            release_owned(t, v, &owner);
+        }
+        None
+    } else {
+        match (wanted, old_vip) {
+            (Some(w), Some(o)) if w == o && pool_owns(t, o) => Some(o),
+            (None, Some(o)) if pool_owns(t, o) => Some(o),
+            (w, o) => {
+                if let Some(o) = o {
+                    release_owned(t, o, &owner);
+                }
+                let result = match t.pools.get_mut(&network.ipam) {
+                    None => Err(format!(
+                        "no IPAM {} for network {}",
+                        network.ipam, network.fq_name
+                    )),
+                    Some(pool) => match w {
+                        Some(ip) => pool.reserve(ip, &owner).map(|_| ip).map_err(|e| ipam_reason(&e)),
+                        None => pool.allocate(&owner).map_err(|e| ipam_reason(&e)),
+                    },
+                };
+                match result {
+                    Ok(ip) => Some(ip),
+                    Err(reason) => {
+                        pending = Some(format!("no VIP: {reason}"));
+                        None
+                    }
+                }
+            }
+        }
+    };
+    // Ports and NodePorts.
+    let spec = svc.spec.clone().unwrap_or_default();
+    let wants_node_ports = spec_type == "NodePort" || spec_type == "LoadBalancer";
+    let mut ports = Vec::new();
+    let mut kept = Vec::new();
+    for p in spec.ports.as_deref().unwrap_or_default() {
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let port = u16::try_from(p.port).unwrap_or(0);
+        let pname = p.name.clone().unwrap_or_default();
+        let target_port = match &p.target_port {
+            Some(IntOrString::Int(n)) => n.to_string(),
+            Some(IntOrString::String(s)) => s.clone(),
+            None => port.to_string(),
+        };
+        let node_port = if wants_node_ports {
+            let requested = p.node_port.and_then(|n| u16::try_from(n).ok());
+            let previous = old
+                .as_ref()
+                .and_then(|o| {
+                    o.ports
+                        .iter()
+                        .find(|q| q.port == port && q.protocol == protocol && q.name == pname)
+                })
+                .and_then(|q| q.node_port)
+                .filter(|n| t.node_ports.get(n) == Some(&owner));
+            let chosen = requested
+                .or(previous)
+                .or_else(|| NODE_PORT_RANGE.clone().find(|n| !t.node_ports.contains_key(n)));
+            match chosen {
+                Some(n) => {
+                    t.node_ports.insert(n, owner.clone());
+                    kept.push(n);
+                    Some(n)
+                }
+                None => {
+                    pending.get_or_insert_with(|| "no free NodePort in 30000-32767".into());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        ports.push(ServicePortRecord {
+            name: pname,
+            protocol,
+            port,
+            target_port,
+            node_port,
+        });
+    }
+    release_node_ports(t, &owner, &kept);
+    let (backends, backends_from) = backends(t, ns, name, &svc);
+    let note = match spec_type.as_str() {
+        "LoadBalancer" => Some(
+            "type LoadBalancer: no floating-IP pool yet, reachable as NodePort on every node".to_string(),
+        ),
+        _ if headless => Some("headless service: no VIP (TF ignores headless services)".to_string()),
+        _ => None,
+    };
+    let record = ServiceRecord {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        service_type: spec_type,
+        vip,
+        network: network.fq_name.clone(),
+        ports,
+        session_affinity: spec.session_affinity.clone().unwrap_or_else(|| "None".into()),
+        external_ips: spec.external_ips.clone().unwrap_or_default(),
+        backends,
+        backends_from,
+        note,
+    };
+    t.put_derived(DerivedObject::Service(record));
+    t.set_pending(&key, pending);
+}

@@ -1,0 +1,558 @@
+//! Translator scenarios: TF naming and isolation, IPAM, pending reasons, restore.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use weft_model::{DerivedKind, DerivedObject, InputChange, InputKey, InputKind, InputObject};
+
+use super::*;
+
+fn obj(v: serde_json::Value) -> InputObject {
+    InputObject::from_value(v).expect("valid test object")
+}
+
+fn up(t: &mut Translator, v: serde_json::Value) -> ApplyAction {
+    t.apply(InputChange::Upsert(obj(v))).expect("accepted")
+}
+
+fn ns(name: &str, annotations: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations}})
+}
+
+fn pod(ns: &str, name: &str, annotations: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": ns, "annotations": annotations, "labels": {"app": name}},
+           "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]}})
+}
+
+fn interface(t: &Translator, ns: &str, pod: &str, ifname: &str) -> Option<weft_model::InterfaceAttachment> {
+    match t.derived_object(DerivedKind::Interface, &format!("{ns}/{pod}/{ifname}")) {
+        Some(DerivedObject::Interface(i)) => Some(i.clone()),
+        _ => None,
+    }
+}
+
+fn service(t: &Translator, ns: &str, name: &str) -> Option<weft_model::ServiceRecord> {
+    match t.derived_object(DerivedKind::Service, &format!("{ns}/{name}")) {
+        Some(DerivedObject::Service(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn assert_no_duplicate_addresses(t: &Translator) {
+    let mut seen = BTreeSet::new();
+    for d in t.derived(DerivedKind::Interface) {
+        if let DerivedObject::Interface(i) = d {
+            assert!(seen.insert(i.ip), "duplicate address {}", i.ip);
+        }
+    }
+    for d in t.derived(DerivedKind::Service) {
+        if let DerivedObject::Service(s) = d
+            && let Some(v) = s.vip
+        {
+            assert!(seen.insert(v), "duplicate VIP {v}");
+        }
+    }
+    // Every allocation in the pools belongs to a stored object and vice versa.
+    assert_eq!(
+        t.allocations().len(),
+        seen.len(),
+        "pool allocations and stored objects disagree"
+    );
+}
+
+#[test]
+fn default_namespace_pod_gets_tf_addressing() {
+    let mut t = Translator::new();
+    up(&mut t, pod("default", "web", json!({})));
+    t.flush();
+    let i = interface(&t, "default", "web", "eth0").expect("interface");
+    assert_eq!(i.network, "default-domain:k8s-default:k8s-default-pod-network");
+    assert_eq!(i.ip.to_string(), "10.47.255.252");
+    assert_eq!(i.gateway.map(|g| g.to_string()).as_deref(), Some("10.47.255.254"));
+    assert_eq!(i.prefix_len, 12);
+    assert_eq!(i.node.as_deref(), Some("node-1"));
+    let DerivedObject::Project(p) = t
+        .derived_object(DerivedKind::Project, "k8s-default")
+        .expect("project")
+    else {
+        panic!()
+    };
+    assert!(!p.isolated);
+    let nets: Vec<String> = t.derived(DerivedKind::Network).map(|d| d.name()).collect();
+    assert_eq!(
+        nets,
+        vec![
+            "default-domain:k8s-default:k8s-default-pod-network",
+            "default-domain:k8s-default:k8s-default-service-network"
+        ]
+    );
+}
+
+#[test]
+fn isolation_matrix_of_networks() {
+    let mut t = Translator::new();
+    up(&mut t, ns("shared", json!({})));
+    up(
+        &mut t,
+        ns("secure", json!({"opencontrail.org/isolation": "true"})),
+    );
+    up(&mut t, pod("shared", "a", json!({})));
+    up(&mut t, pod("secure", "b", json!({})));
+    t.flush();
+    let a = interface(&t, "shared", "a", "eth0").expect("a");
+    let b = interface(&t, "secure", "b", "eth0").expect("b");
+    assert_eq!(a.network, "default-domain:k8s-default:k8s-default-pod-network");
+    assert_eq!(b.network, "default-domain:k8s-secure:k8s-secure-pod-network");
+    // Flat-subnet IPAM: unique addresses across networks.
+    assert_ne!(a.ip, b.ip);
+    let DerivedObject::Network(n) = t
+        .derived_object(
+            DerivedKind::Network,
+            "default-domain:k8s-secure:k8s-secure-pod-network",
+        )
+        .expect("net")
+    else {
+        panic!()
+    };
+    assert!(
+        n.connected_networks
+            .contains(&"default-domain:k8s-secure:k8s-secure-service-network".to_string())
+    );
+    assert!(
+        n.connected_networks
+            .contains(&"default-domain:k8s-default:k8s-default-service-network".to_string())
+    );
+    assert!(
+        !n.connected_networks
+            .contains(&"default-domain:k8s-default:k8s-default-pod-network".to_string())
+    );
+    let vnis: BTreeSet<u32> = t
+        .derived(DerivedKind::Network)
+        .filter_map(|d| {
+            if let DerivedObject::Network(n) = d {
+                Some(n.vni.0)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(vnis.len(), 4, "every network has its own VNI");
+}
+
+#[test]
+fn custom_network_waits_then_attaches() {
+    let mut t = Translator::new();
+    up(&mut t, ns("dev", json!({})));
+    let ann = json!({"opencontrail.org/network": "{'domain': 'default-domain', 'project': 'k8s-dev', 'name': 'blue'}"});
+    up(&mut t, pod("dev", "p", ann));
+    t.flush();
+    assert!(interface(&t, "dev", "p", "eth0").is_none());
+    let key = InputKey::namespaced(InputKind::Pod, "dev", "p");
+    let reason = t.pending_reason(&key).expect("pending");
+    assert!(reason.contains("default-domain:k8s-dev:blue"), "{reason}");
+    up(
+        &mut t,
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork",
+                       "metadata": {"name": "blue", "namespace": "dev"}, "spec": {"subnets": ["192.168.50.0/24"]}}),
+    );
+    t.flush();
+    let i = interface(&t, "dev", "p", "eth0").expect("attached");
+    assert_eq!(i.network, "default-domain:k8s-dev:blue");
+    assert_eq!(i.ip.to_string(), "192.168.50.252");
+    assert!(t.pending_reason(&key).is_none());
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn apply_twice_is_unchanged_and_delete_frees_the_address() {
+    let mut t = Translator::new();
+    assert_eq!(up(&mut t, pod("default", "a", json!({}))), ApplyAction::Created);
+    assert_eq!(up(&mut t, pod("default", "a", json!({}))), ApplyAction::Unchanged);
+    t.flush();
+    assert!(t.flush().is_empty(), "a second flush changes nothing");
+    let ip = interface(&t, "default", "a", "eth0").expect("a").ip;
+    let action = t
+        .apply(InputChange::Delete(InputKey::namespaced(
+            InputKind::Pod,
+            "default",
+            "a",
+        )))
+        .expect("ok");
+    assert_eq!(action, ApplyAction::Deleted);
+    let changes = t.flush();
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, DerivedChange::Delete(DerivedKind::Interface, n) if n == "default/a/eth0"))
+    );
+    assert!(t.allocations().iter().all(|(_, a, _)| *a != ip));
+    let again = t
+        .apply(InputChange::Delete(InputKey::namespaced(
+            InputKind::Pod,
+            "default",
+            "a",
+        )))
+        .expect("ok");
+    assert_eq!(again, ApplyAction::NotFound);
+}
+
+#[test]
+fn thousand_pods_unique_and_restore_is_exact() {
+    let mut t = Translator::new();
+    for n in 0..20 {
+        let iso = if n % 5 == 0 {
+            json!({"opencontrail.org/isolation": "true"})
+        } else {
+            json!({})
+        };
+        up(&mut t, ns(&format!("ns{n}"), iso));
+    }
+    for p in 0..1000 {
+        up(&mut t, pod(&format!("ns{}", p % 20), &format!("p{p}"), json!({})));
+    }
+    for s in 0..50 {
+        up(
+            &mut t,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{s}"), "namespace": format!("ns{}", s % 20)},
+                            "spec": {"selector": {"app": format!("p{s}")}, "ports": [{"port": 80}]}}),
+        );
+    }
+    let changes = t.flush();
+    assert!(changes.len() > 1000);
+    assert_no_duplicate_addresses(&t);
+    // Restore from what a store would hold, then a full resync changes nothing.
+    let inputs: Vec<InputObject> = t.inputs().cloned().collect();
+    let derived: Vec<DerivedObject> = DerivedKind::ALL
+        .iter()
+        .flat_map(|k| t.derived(*k).cloned().collect::<Vec<_>>())
+        .collect();
+    let (mut r, notes) = Translator::restore(inputs, derived.clone());
+    assert!(notes.is_empty(), "{notes:?}");
+    assert!(r.flush().is_empty(), "restore + resync must not change anything");
+    // New allocations after restore do not collide.
+    up(&mut r, pod("ns1", "late", json!({})));
+    r.flush();
+    assert_no_duplicate_addresses(&r);
+}
+
+#[test]
+fn restore_drops_duplicates_and_reallocates() {
+    let mut t = Translator::new();
+    up(&mut t, pod("default", "a", json!({})));
+    up(&mut t, pod("default", "b", json!({})));
+    t.flush();
+    let mut derived: Vec<DerivedObject> = DerivedKind::ALL
+        .iter()
+        .flat_map(|k| t.derived(*k).cloned().collect::<Vec<_>>())
+        .collect();
+    // Corrupt: give b the same address as a.
+    let a_ip = interface(&t, "default", "a", "eth0").expect("a").ip;
+    for d in &mut derived {
+        if let DerivedObject::Interface(i) = d
+            && i.pod == "b"
+        {
+            i.ip = a_ip;
+        }
+    }
+    let (mut r, notes) = Translator::restore(t.inputs().cloned().collect(), derived);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    r.flush();
+    assert_no_duplicate_addresses(&r);
+    assert!(interface(&r, "default", "b", "eth0").is_some());
+}
+
+#[test]
+fn full_subnet_is_a_per_pod_pending_reason() {
+    let mut t = Translator::new();
+    up(
+        &mut t,
+        ns(
+            "tiny",
+            json!({"opencontrail.org/network": "{\"domain\":\"default-domain\",\"project\":\"k8s-tiny\",\"name\":\"small\"}"}),
+        ),
+    );
+    up(
+        &mut t,
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork",
+                       "metadata": {"name": "small", "namespace": "tiny"}, "spec": {"subnets": ["192.168.9.0/29"]}}),
+    );
+    for p in 0..6 {
+        up(&mut t, pod("tiny", &format!("p{p}"), json!({})));
+    }
+    t.flush();
+    let attached = (0..6)
+        .filter(|p| interface(&t, "tiny", &format!("p{p}"), "eth0").is_some())
+        .count();
+    // /29: 8 addresses minus network, broadcast, gateway, DNS = 4.
+    assert_eq!(attached, 4);
+    let pending: Vec<String> = (0..6)
+        .filter_map(|p| {
+            t.pending_reason(&InputKey::namespaced(InputKind::Pod, "tiny", &format!("p{p}")))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(pending.len(), 2);
+    assert!(pending[0].contains("192.168.9.0/29"), "{}", pending[0]);
+    // Freeing one lets a waiting pod in.
+    t.apply(InputChange::Delete(InputKey::namespaced(
+        InputKind::Pod,
+        "tiny",
+        "p0",
+    )))
+    .expect("ok");
+    t.flush();
+    let attached = (1..6)
+        .filter(|p| interface(&t, "tiny", &format!("p{p}"), "eth0").is_some())
+        .count();
+    assert_eq!(attached, 4);
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn subnet_change_with_allocations_is_refused_by_name() {
+    let mut t = Translator::new();
+    up(&mut t, pod("default", "a", json!({})));
+    t.flush();
+    let err = t
+        .apply(InputChange::Upsert(obj(
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig",
+            "metadata": {"name": "default"}, "spec": {"podSubnets": ["10.200.0.0/16"]}}),
+        )))
+        .unwrap_err();
+    assert_eq!(err.field, "spec.podSubnets");
+    let text = err.to_string();
+    assert!(
+        text.contains("10.32.0.0/12") && text.contains("default/a"),
+        "{text}"
+    );
+    // Adding a subnet is fine.
+    up(
+        &mut t,
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig",
+        "metadata": {"name": "default"}, "spec": {"podSubnets": ["10.32.0.0/12", "10.200.0.0/16"]}}),
+    );
+    t.flush();
+    assert!(interface(&t, "default", "a", "eth0").is_some());
+}
+
+#[test]
+fn cluster_config_renames_everything_when_empty() {
+    let mut t = Translator::new();
+    up(
+        &mut t,
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig",
+        "metadata": {"name": "default"}, "spec": {"clusterName": "blue", "podSubnets": ["10.1.0.0/16"], "serviceSubnets": ["10.2.0.0/16"]}}),
+    );
+    up(&mut t, pod("default", "a", json!({})));
+    t.flush();
+    let i = interface(&t, "default", "a", "eth0").expect("a");
+    assert_eq!(i.network, "default-domain:blue-default:blue-default-pod-network");
+    assert_eq!(i.ip.to_string(), "10.1.255.252");
+    assert!(
+        t.derived(DerivedKind::Network)
+            .all(|d| d.name().contains(":blue-"))
+    );
+}
+
+#[test]
+fn service_vip_rules() {
+    let mut t = Translator::new();
+    up(&mut t, pod("default", "web", json!({})));
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+                       "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
+    t.flush();
+    let s = service(&t, "default", "web").expect("service");
+    assert_eq!(s.vip.map(|v| v.to_string()).as_deref(), Some("10.111.255.252"));
+    assert_eq!(s.backends.len(), 1);
+    assert_eq!(s.backends_from, "selector");
+    assert_eq!(s.ports[0].target_port, "8080");
+    // A ClusterIP outside the service range names both ranges.
+    let err = t
+        .apply(InputChange::Upsert(obj(
+            json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {"clusterIP": "172.20.0.10", "ports": [{"port": 80}]}}),
+        )))
+        .unwrap_err();
+    assert_eq!(err.field, "spec.clusterIP");
+    assert!(err.to_string().contains("10.96.0.0/12") && err.to_string().contains("172.20.0.10"));
+    // A ClusterIP already used names the owner.
+    let err = t
+        .apply(InputChange::Upsert(obj(
+            json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "y", "namespace": "default"},
+            "spec": {"clusterIP": "10.111.255.252", "ports": [{"port": 80}]}}),
+        )))
+        .unwrap_err();
+    assert!(err.to_string().contains("Service default/web"), "{err}");
+    // A fixed ClusterIP inside the range is honoured.
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dns", "namespace": "kube-system"},
+                       "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53, "protocol": "UDP"}]}}),
+    );
+    t.flush();
+    assert_eq!(
+        service(&t, "kube-system", "dns")
+            .and_then(|s| s.vip)
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("10.96.0.10")
+    );
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn endpoint_slices_win_over_selector_and_node_ports_are_unique() {
+    let mut t = Translator::new();
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "default"},
+                       "spec": {"type": "NodePort", "selector": {"app": "a"}, "ports": [{"port": 80}]}}),
+    );
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b", "namespace": "default"},
+                       "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}}),
+    );
+    up(
+        &mut t,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                       "metadata": {"name": "a-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "a"}},
+                       "addressType": "IPv4",
+                       "endpoints": [{"addresses": ["10.47.0.9"], "conditions": {"ready": false}, "nodeName": "n2"}]}),
+    );
+    t.flush();
+    let a = service(&t, "default", "a").expect("a");
+    let b = service(&t, "default", "b").expect("b");
+    assert_eq!(a.backends_from, "endpointslices");
+    assert!(!a.backends[0].ready);
+    assert_ne!(a.ports[0].node_port, b.ports[0].node_port);
+    assert!(b.note.as_deref().is_some_and(|n| n.contains("NodePort")));
+}
+
+#[test]
+fn multus_interfaces() {
+    let mut t = Translator::new();
+    up(
+        &mut t,
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "left", "namespace": "default", "annotations": {"opencontrail.org/cidr": "10.10.10.0/24"}},
+        "spec": {"config": "{\"cniVersion\":\"0.3.1\",\"type\":\"weft\"}"}}),
+    );
+    up(
+        &mut t,
+        pod("default", "fw", json!({"k8s.v1.cni.cncf.io/networks": "left"})),
+    );
+    t.flush();
+    let n1 = interface(&t, "default", "fw", "net1").expect("net1");
+    assert_eq!(n1.network, "default-domain:k8s-default:k8s-left-pod-network");
+    assert_eq!(n1.ip.to_string(), "10.10.10.252");
+    assert_eq!(n1.gateway.map(|g| g.to_string()).as_deref(), Some("10.10.10.254"));
+    assert!(!n1.primary);
+    assert!(interface(&t, "default", "fw", "eth0").expect("eth0").primary);
+}
+
+#[test]
+fn bad_annotations_are_refused_and_nothing_changes() {
+    let mut t = Translator::new();
+    let err = t
+        .apply(InputChange::Upsert(obj(ns(
+            "x",
+            json!({"opencontrail.org/isolation": "maybe"}),
+        ))))
+        .unwrap_err();
+    assert_eq!(err.object, "Namespace x");
+    assert!(err.field.contains("opencontrail.org/isolation"));
+    let err = t
+        .apply(InputChange::Upsert(obj(pod(
+            "default",
+            "p",
+            json!({"opencontrail.org/network": "{oops"}),
+        ))))
+        .unwrap_err();
+    assert!(err.field.contains("opencontrail.org/network"));
+    assert_eq!(t.inputs().count(), 0);
+}
+
+#[test]
+fn isolation_toggle_keeps_the_address() {
+    let mut t = Translator::new();
+    up(&mut t, ns("dev", json!({})));
+    up(&mut t, pod("dev", "a", json!({})));
+    t.flush();
+    let before = interface(&t, "dev", "a", "eth0").expect("a");
+    up(&mut t, ns("dev", json!({"opencontrail.org/isolation": "true"})));
+    t.flush();
+    let after = interface(&t, "dev", "a", "eth0").expect("a");
+    assert_eq!(after.network, "default-domain:k8s-dev:k8s-dev-pod-network");
+    assert_eq!(before.ip, after.ip, "same flat pod IPAM: address kept");
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn policies_get_sequences_in_creation_order() {
+    let mut t = Translator::new();
+    for name in ["b", "a"] {
+        up(
+            &mut t,
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "egress": [{}]}}),
+        );
+    }
+    t.flush();
+    let seq: Vec<(String, u32)> = t
+        .derived(DerivedKind::FirewallPolicy)
+        .filter_map(|d| {
+            if let DerivedObject::FirewallPolicy(p) = d {
+                Some((p.policy.clone(), p.sequence))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(seq, vec![("a".to_string(), 2), ("b".to_string(), 1)]);
+    let DerivedObject::FirewallPolicy(p) = t
+        .derived_object(DerivedKind::FirewallPolicy, "k8s-default-b")
+        .expect("b")
+    else {
+        panic!()
+    };
+    assert_eq!(p.policy_types, vec!["Ingress", "Egress"]);
+    assert_eq!(p.pod_selector, "app=web");
+    let err = t
+        .apply(InputChange::Upsert(obj(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "bad", "namespace": "default"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]}}))))
+        .unwrap_err();
+    assert_eq!(err.field, "spec.ingress[0].from[0].ipBlock.except[0]");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+    /// Random sequences of pod/namespace creations and deletions never produce a
+    /// duplicate address, and pools hold exactly the stored objects' addresses.
+    #[test]
+    fn random_churn_keeps_ipam_consistent(ops in proptest::collection::vec((0u8..4, 0u8..6, 0u8..30), 1..120)) {
+        let mut t = Translator::new();
+        for (op, n, p) in ops {
+            let nsname = format!("n{n}");
+            match op {
+                0 | 1 => { up(&mut t, pod(&nsname, &format!("p{p}"), json!({}))); }
+                2 => { let _ = t.apply(InputChange::Delete(InputKey::namespaced(InputKind::Pod, &nsname, &format!("p{p}")))); }
+                _ => {
+                    let iso = if p % 2 == 0 { json!({"opencontrail.org/isolation": "true"}) } else { json!({}) };
+                    up(&mut t, ns(&nsname, iso));
+                }
+            }
+            if p % 3 == 0 { t.flush(); }
+        }
+        t.flush();
+        assert_no_duplicate_addresses(&t);
+    }
+}
