@@ -1,0 +1,163 @@
+//! Typed HTTP client of the controller API, used by the CLI (and tests).
+
+use serde::de::DeserializeOwned;
+use weft_model::DerivedObject;
+use weft_model::config::EffectiveConfig;
+
+use crate::types::{ApplyReport, ApplyRequest, ConsistencyReport, ControllerStatus, ErrorBody};
+
+/// Errors talking to the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The controller could not be reached.
+    #[error(
+        "cannot reach the weft controller at {url}: {reason} (is `weft controller` running? set --server or WEFT_SERVER)"
+    )]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The controller answered with an error.
+    #[error("the controller refused {what}: {message}")]
+    Refused {
+        /// The request.
+        what: String,
+        /// Its message.
+        message: String,
+    },
+    /// The answer could not be decoded.
+    #[error("unexpected answer from the controller for {what}: {reason}")]
+    Decode {
+        /// The request.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A client bound to one controller URL.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:7470`).
+    pub fn new(base: &str) -> Self {
+        let base = if base.contains("://") {
+            base.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", base.trim_end_matches('/'))
+        };
+        ApiClient {
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The controller URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, ClientError> {
+        let resp = resp.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Refused {
+                what: what.to_string(),
+                message: format!("{status}: {message}"),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let resp = self.http.get(format!("{}{path}", self.base)).send().await;
+        self.decode(path, resp).await
+    }
+
+    /// Applies documents.
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyReport, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/apply", self.base))
+            .json(req)
+            .send()
+            .await;
+        self.decode("apply", resp).await
+    }
+
+    /// Deletes the objects the documents name.
+    pub async fn delete(&self, req: &ApplyRequest) -> Result<ApplyReport, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/delete", self.base))
+            .json(req)
+            .send()
+            .await;
+        self.decode("delete", resp).await
+    }
+
+    /// Controller status.
+    pub async fn status(&self) -> Result<ControllerStatus, ClientError> {
+        self.get("/v1/status").await
+    }
+
+    /// Consistency check of the stored state.
+    pub async fn consistency(&self) -> Result<ConsistencyReport, ClientError> {
+        self.get("/v1/consistency").await
+    }
+
+    /// Cluster settings in force.
+    pub async fn config(&self) -> Result<EffectiveConfig, ClientError> {
+        self.get("/v1/config").await
+    }
+
+    /// Derived objects of a kind.
+    pub async fn derived(
+        &self,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<DerivedObject>, ClientError> {
+        self.get(&with_namespace(&format!("/v1/derived/{plural}"), namespace))
+            .await
+    }
+
+    /// Input objects of a kind, as manifests.
+    pub async fn inputs(
+        &self,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.get(&with_namespace(&format!("/v1/inputs/{plural}"), namespace))
+            .await
+    }
+}
+
+fn with_namespace(path: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{path}?namespace={ns}"),
+        None => path.to_string(),
+    }
+}

@@ -1,0 +1,567 @@
+//! The controller instance: one owner of the translator, writing every batch of input
+//! changes and their derived objects to the store in one transaction.
+//!
+//! Store layout (all values JSON):
+//! - `inputs/<plural>/<namespace or ->/<name>`: the input objects as applied or watched;
+//! - `derived/<plural>/<name>`: projects, networks, interfaces, services, policies, statuses.
+//!
+//! Addresses are recorded only on derived objects, so a crash can never leave an
+//! address allocated without an owner: at start-up [`Controller::open`] rebuilds the
+//! IPAM pools from what is stored and resynchronises.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use weft_kube::KubeEvent;
+use weft_model::config::EffectiveConfig;
+use weft_model::{DerivedKind, DerivedObject, InputChange, InputKey, InputKind, InputObject};
+use weft_store::{ConfigStore, StoreError, Txn};
+use weft_translator::{ApplyAction, DerivedChange, Translator};
+
+use crate::types::{
+    ApplyReport, ApplyRequest, ComponentStatus, ConsistencyReport, ControllerStatus, DocumentResult,
+    PoolUsage,
+};
+
+/// Prefix of stored inputs.
+pub const INPUT_PREFIX: &str = "inputs/";
+/// Prefix of stored derived objects.
+pub const DERIVED_PREFIX: &str = "derived/";
+
+/// Errors of the controller runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The store failed; nothing from this request was written.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Store key of an input.
+pub fn input_store_key(key: &InputKey) -> String {
+    format!(
+        "{INPUT_PREFIX}{}/{}/{}",
+        key.kind.plural(),
+        key.namespace.as_deref().unwrap_or("-"),
+        key.name
+    )
+}
+
+/// Store key of a derived object.
+pub fn derived_store_key(kind: DerivedKind, name: &str) -> String {
+    format!("{DERIVED_PREFIX}{}/{name}", kind.plural())
+}
+
+#[derive(Debug, Default)]
+struct KubeState {
+    connected: bool,
+    errors: BTreeMap<String, String>,
+}
+
+/// The controller: translator + store.
+pub struct Controller {
+    store: Arc<dyn ConfigStore>,
+    store_name: String,
+    translator: Mutex<Translator>,
+    kube: std::sync::Mutex<Option<KubeState>>,
+}
+
+/// Loads inputs and derived objects from the store into a fresh translator.
+async fn load(store: &dyn ConfigStore) -> Result<(Translator, Vec<String>), ControllerError> {
+    let (input_kvs, _) = store.list(INPUT_PREFIX).await?;
+    let (derived_kvs, _) = store.list(DERIVED_PREFIX).await?;
+    let mut notes = Vec::new();
+    let mut inputs = Vec::new();
+    for kv in input_kvs {
+        match serde_json::from_slice(&kv.value)
+            .map_err(|e| e.to_string())
+            .and_then(|v| InputObject::from_value(v).map_err(|e| e.to_string()))
+        {
+            Ok(o) => inputs.push(o),
+            Err(e) => notes.push(format!("skipped unreadable stored input {}: {e}", kv.key)),
+        }
+    }
+    let mut derived = Vec::new();
+    for kv in derived_kvs {
+        match serde_json::from_slice::<DerivedObject>(&kv.value) {
+            Ok(o) => derived.push(o),
+            Err(e) => notes.push(format!("skipped unreadable stored object {}: {e}", kv.key)),
+        }
+    }
+    let (t, more) = Translator::restore(inputs, derived);
+    notes.extend(more);
+    Ok((t, notes))
+}
+
+fn derived_ops(txn: &mut Txn, changes: &[DerivedChange]) {
+    for change in changes {
+        match change {
+            DerivedChange::Put(d) => {
+                let value = serde_json::to_vec(d).unwrap_or_default();
+                txn.ops.push(weft_store::Op::Put {
+                    key: derived_store_key(d.kind(), &d.name()),
+                    value,
+                });
+            }
+            DerivedChange::Delete(kind, name) => {
+                txn.ops.push(weft_store::Op::Delete {
+                    key: derived_store_key(*kind, name),
+                });
+            }
+        }
+    }
+}
+
+fn action_name(a: ApplyAction) -> &'static str {
+    match a {
+        ApplyAction::Created => "created",
+        ApplyAction::Configured => "configured",
+        ApplyAction::Unchanged => "unchanged",
+        ApplyAction::Deleted => "deleted",
+        ApplyAction::NotFound => "not-found",
+    }
+}
+
+impl Controller {
+    /// Opens the controller on a store: loads what is stored, repairs anything
+    /// inconsistent (recomputing it), and writes the repair in one transaction.
+    pub async fn open(store: Arc<dyn ConfigStore>, store_name: &str) -> Result<Arc<Self>, ControllerError> {
+        let (mut translator, notes) = load(store.as_ref()).await?;
+        for note in &notes {
+            tracing::warn!(note = %note, "store repair");
+        }
+        let changes = translator.flush();
+        if !changes.is_empty() {
+            let mut txn = Txn::default();
+            derived_ops(&mut txn, &changes);
+            let revision = store.commit(txn).await?;
+            tracing::info!(
+                changes = changes.len(),
+                revision,
+                "resynchronised derived objects at start-up"
+            );
+        }
+        Ok(Arc::new(Controller {
+            store,
+            store_name: store_name.to_string(),
+            translator: Mutex::new(translator),
+            kube: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Writes the inputs in `touched` (or their deletion) and the derived changes in one
+    /// transaction. On failure the translator is reloaded from the store, so memory
+    /// never runs ahead of what is durable.
+    async fn commit(
+        &self,
+        t: &mut Translator,
+        touched: &BTreeSet<InputKey>,
+        changes: &[DerivedChange],
+    ) -> Result<u64, ControllerError> {
+        let mut txn = Txn::default();
+        for key in touched {
+            match t.input(key) {
+                Some(o) => txn.ops.push(weft_store::Op::Put {
+                    key: input_store_key(key),
+                    value: serde_json::to_vec(&o.to_value()).unwrap_or_default(),
+                }),
+                None => txn.ops.push(weft_store::Op::Delete {
+                    key: input_store_key(key),
+                }),
+            }
+        }
+        derived_ops(&mut txn, changes);
+        if txn.ops.is_empty() {
+            return Ok(self.store.revision().await?);
+        }
+        match self.store.commit(txn).await {
+            Ok(rev) => Ok(rev),
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed; reloading state from the store");
+                if let Ok((fresh, _)) = load(self.store.as_ref()).await {
+                    *t = fresh;
+                    let _ = t.flush();
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Applies (or deletes) manifest documents. Each document gets its own result; valid
+    /// documents take effect even when others in the same request are refused.
+    pub async fn apply(&self, request: ApplyRequest, delete: bool) -> Result<ApplyReport, ControllerError> {
+        let default_ns = request.namespace.clone().unwrap_or_else(|| "default".into());
+        let mut results: Vec<DocumentResult> = request
+            .documents
+            .iter()
+            .map(|d| DocumentResult {
+                source: d.source.clone(),
+                object: None,
+                action: "error".into(),
+                error: None,
+                pending: None,
+            })
+            .collect();
+        let mut decoded = Vec::new();
+        for (i, doc) in request.documents.into_iter().enumerate() {
+            match InputObject::from_value(doc.object) {
+                Ok(mut o) => {
+                    o.default_namespace(&default_ns);
+                    results[i].object = Some(o.key().to_string());
+                    decoded.push((i, o));
+                }
+                Err(e) => results[i].error = Some(format!("{}: {e}", doc.source)),
+            }
+        }
+        // Dependencies first when creating (ClusterConfig, networks, namespaces, then
+        // pods …), last when deleting.
+        decoded.sort_by_key(|(i, o)| (o.kind(), *i));
+        if delete {
+            decoded.reverse();
+        }
+        let mut t = self.translator.lock().await;
+        let mut touched = BTreeSet::new();
+        let mut keys = Vec::new();
+        for (i, object) in decoded {
+            let key = object.key();
+            let change = if delete {
+                InputChange::Delete(key.clone())
+            } else {
+                InputChange::Upsert(object)
+            };
+            match t.apply(change) {
+                Ok(action) => {
+                    results[i].action = action_name(action).into();
+                    if matches!(
+                        action,
+                        ApplyAction::Created | ApplyAction::Configured | ApplyAction::Deleted
+                    ) {
+                        touched.insert(key.clone());
+                    }
+                    keys.push((i, key));
+                }
+                Err(e) => results[i].error = Some(format!("{}: {e}", results[i].source)),
+            }
+        }
+        let changes = t.flush();
+        let revision = self.commit(&mut t, &touched, &changes).await?;
+        for (i, key) in keys {
+            results[i].pending = t.pending_reason(&key).map(str::to_string);
+        }
+        Ok(ApplyReport { results, revision })
+    }
+
+    /// Applies a batch of events from the Kubernetes watch.
+    pub async fn ingest_kube(&self, events: Vec<KubeEvent>) -> Result<u64, ControllerError> {
+        let mut t = self.translator.lock().await;
+        let mut touched = BTreeSet::new();
+        let apply = |t: &mut Translator, change: InputChange, touched: &mut BTreeSet<InputKey>| {
+            let key = match &change {
+                InputChange::Upsert(o) => o.key(),
+                InputChange::Delete(k) => k.clone(),
+            };
+            match t.apply(change) {
+                Ok(ApplyAction::Created | ApplyAction::Configured | ApplyAction::Deleted) => {
+                    touched.insert(key);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(object = %key, error = %e, "refused object from Kubernetes");
+                    self.note_kube_error(&key.kind.to_string(), e.to_string());
+                }
+            }
+        };
+        for event in events {
+            match event {
+                KubeEvent::Change(change) => apply(&mut t, change, &mut touched),
+                KubeEvent::Snapshot { kind, objects } => {
+                    self.note_kube_ok(kind);
+                    let listed: BTreeSet<InputKey> = objects.iter().map(|o| o.key()).collect();
+                    let gone: Vec<InputKey> = t
+                        .inputs()
+                        .map(|o| o.key())
+                        .filter(|k| k.kind == kind && !listed.contains(k))
+                        .collect();
+                    for key in gone {
+                        apply(&mut t, InputChange::Delete(key), &mut touched);
+                    }
+                    for o in objects {
+                        apply(&mut t, InputChange::Upsert(o), &mut touched);
+                    }
+                }
+                KubeEvent::WatchError { kind, message } => self.note_kube_error(&kind.to_string(), message),
+            }
+        }
+        let changes = t.flush();
+        self.commit(&mut t, &touched, &changes).await
+    }
+
+    fn note_kube_error(&self, kind: &str, message: String) {
+        if let Ok(mut k) = self.kube.lock() {
+            k.get_or_insert_with(KubeState::default)
+                .errors
+                .insert(kind.to_string(), message);
+        }
+    }
+
+    fn note_kube_ok(&self, kind: InputKind) {
+        if let Ok(mut k) = self.kube.lock() {
+            let state = k.get_or_insert_with(KubeState::default);
+            state.connected = true;
+            state.errors.remove(kind.kind_name());
+        }
+    }
+
+    /// Runs the Kubernetes watch until it ends, feeding batches into the translator.
+    pub async fn run_kube(self: Arc<Self>, source: weft_kube::KubeSource) {
+        if let Ok(mut k) = self.kube.lock() {
+            *k = Some(KubeState::default());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let watcher = tokio::spawn(source.run(tx));
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            // Collect what is already queued, so a relist becomes one transaction.
+            while batch.len() < 2000 {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.ingest_kube(batch).await {
+                tracing::error!(error = %e, "could not store Kubernetes changes");
+            }
+        }
+        if let Ok(Err(e)) = watcher.await {
+            tracing::error!(error = %e, "Kubernetes watch ended");
+            self.note_kube_error("watch", e.to_string());
+        }
+    }
+
+    /// Cluster settings in force.
+    pub async fn config(&self) -> EffectiveConfig {
+        self.translator.lock().await.config().clone()
+    }
+
+    /// Derived objects of a kind, optionally in one namespace.
+    pub async fn derived(&self, kind: DerivedKind, namespace: Option<&str>) -> Vec<DerivedObject> {
+        let t = self.translator.lock().await;
+        t.derived(kind)
+            .filter(|d| namespace.is_none() || d.namespace() == namespace)
+            .cloned()
+            .collect()
+    }
+
+    /// Inputs of a kind, optionally in one namespace, as manifests.
+    pub async fn inputs(&self, kind: InputKind, namespace: Option<&str>) -> Vec<serde_json::Value> {
+        let t = self.translator.lock().await;
+        t.inputs()
+            .filter(|o| o.kind() == kind)
+            .filter(|o| namespace.is_none() || o.metadata().namespace.as_deref() == namespace)
+            .map(|o| o.to_value())
+            .collect()
+    }
+
+    /// Every component's state, with reasons.
+    pub async fn status(&self) -> ControllerStatus {
+        let revision = self.store.revision().await;
+        let t = self.translator.lock().await;
+        let mut components = vec![match &revision {
+            Ok(rev) => ComponentStatus {
+                component: "store".into(),
+                state: "ready".into(),
+                reason: format!("{} at revision {rev}", self.store_name),
+            },
+            Err(e) => ComponentStatus {
+                component: "store".into(),
+                state: "degraded".into(),
+                reason: format!("{}: {e}", self.store_name),
+            },
+        }];
+        let pending: Vec<_> = t
+            .derived(DerivedKind::Status)
+            .filter_map(|d| {
+                if let DerivedObject::Status(s) = d {
+                    Some(s.clone())
+                } else {
+                    None
+                }
+            })
+            .collect();
+        components.push(ComponentStatus {
+            component: "translator".into(),
+            state: if pending.is_empty() {
+                "ready".into()
+            } else {
+                "waiting".into()
+            },
+            reason: if pending.is_empty() {
+                format!("cluster {:?}: every object translated", t.config().cluster_name)
+            } else {
+                format!(
+                    "{} objects waiting, first: {} ({})",
+                    pending.len(),
+                    pending[0].object,
+                    pending[0].reason.clone().unwrap_or_default()
+                )
+            },
+        });
+        if let Ok(k) = self.kube.lock()
+            && let Some(k) = k.as_ref()
+        {
+            let (state, reason) = match (k.connected, k.errors.iter().next()) {
+                (_, Some((kind, e))) => ("degraded", format!("watch of {kind}: {e}")),
+                (true, None) => ("ready", "watching the Kubernetes API".to_string()),
+                (false, None) => (
+                    "waiting",
+                    "waiting for the first list from the Kubernetes API".to_string(),
+                ),
+            };
+            components.push(ComponentStatus {
+                component: "kubernetes".into(),
+                state: state.into(),
+                reason,
+            });
+        }
+        let mut inputs: BTreeMap<String, usize> = BTreeMap::new();
+        for o in t.inputs() {
+            *inputs.entry(o.kind().plural().to_string()).or_default() += 1;
+        }
+        ControllerStatus {
+            components,
+            revision: revision.unwrap_or(0),
+            cluster_name: t.config().cluster_name.clone(),
+            inputs: inputs.into_iter().collect(),
+            derived: DerivedKind::ALL
+                .iter()
+                .map(|k| (k.plural().to_string(), t.derived(*k).count()))
+                .collect(),
+            pending,
+            pools: t
+                .pool_usage()
+                .into_iter()
+                .map(|(name, in_use, capacity)| PoolUsage {
+                    name,
+                    in_use,
+                    capacity,
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks the invariants on what is *stored* (not on memory): no address handed out
+    /// twice within a pool, every interface belongs to a stored pod, every running pod
+    /// has an interface or a pending reason, every service record has its Service.
+    pub async fn consistency(&self) -> Result<ConsistencyReport, ControllerError> {
+        let _guard = self.translator.lock().await;
+        check_store(self.store.as_ref()).await
+    }
+}
+
+/// Checks the stored state's invariants (see [`Controller::consistency`]).
+pub async fn check_store(store: &dyn ConfigStore) -> Result<ConsistencyReport, ControllerError> {
+    let (input_kvs, _) = store.list(INPUT_PREFIX).await?;
+    let (derived_kvs, _) = store.list(DERIVED_PREFIX).await?;
+    let mut report = ConsistencyReport::default();
+    let mut inputs = BTreeMap::new();
+    for kv in input_kvs {
+        match serde_json::from_slice(&kv.value)
+            .map_err(|e| e.to_string())
+            .and_then(|v| InputObject::from_value(v).map_err(|e| e.to_string()))
+        {
+            Ok(o) => {
+                inputs.insert(o.key(), o);
+            }
+            Err(e) => report.problems.push(format!("unreadable input {}: {e}", kv.key)),
+        }
+    }
+    let mut derived = Vec::new();
+    for kv in derived_kvs {
+        match serde_json::from_slice::<DerivedObject>(&kv.value) {
+            Ok(o) => derived.push(o),
+            Err(e) => report.problems.push(format!("unreadable object {}: {e}", kv.key)),
+        }
+    }
+    let ipam_of: BTreeMap<String, String> = derived
+        .iter()
+        .filter_map(|d| {
+            if let DerivedObject::Network(n) = d {
+                Some((n.fq_name.clone(), n.ipam.clone()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut seen: BTreeMap<(String, std::net::IpAddr), String> = BTreeMap::new();
+    let mut claim = |report: &mut ConsistencyReport, network: &str, ip: std::net::IpAddr, owner: String| {
+        report.addresses += 1;
+        let Some(pool) = ipam_of.get(network) else {
+            report
+                .problems
+                .push(format!("{owner} uses network {network}, which is not stored"));
+            return;
+        };
+        if let Some(other) = seen.insert((pool.clone(), ip), owner.clone()) {
+            report.problems.push(format!(
+                "address {ip} in {pool} is held by both {other} and {owner}"
+            ));
+        }
+    };
+    let mut pods_with_interface = BTreeSet::new();
+    let mut pending = BTreeSet::new();
+    for d in &derived {
+        match d {
+            DerivedObject::Interface(i) => {
+                claim(
+                    &mut report,
+                    &i.network,
+                    i.ip,
+                    format!("Pod {}/{} {}", i.namespace, i.pod, i.interface),
+                );
+                let key = InputKey::namespaced(InputKind::Pod, &i.namespace, &i.pod);
+                if !inputs.contains_key(&key) {
+                    report.problems.push(format!(
+                        "interface {}/{}/{} has no Pod (leaked address {})",
+                        i.namespace, i.pod, i.interface, i.ip
+                    ));
+                }
+                pods_with_interface.insert(key);
+            }
+            DerivedObject::Service(s) => {
+                if let Some(vip) = s.vip {
+                    claim(
+                        &mut report,
+                        &s.network,
+                        vip,
+                        format!("Service {}/{}", s.namespace, s.name),
+                    );
+                }
+                if !inputs.contains_key(&InputKey::namespaced(InputKind::Service, &s.namespace, &s.name)) {
+                    report.problems.push(format!(
+                        "service record {}/{} has no Service",
+                        s.namespace, s.name
+                    ));
+                }
+            }
+            DerivedObject::Status(s) => {
+                pending.insert(s.object.clone());
+            }
+            _ => {}
+        }
+    }
+    for (key, o) in &inputs {
+        if let InputObject::Pod(p) = o {
+            let host = p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+            let done = matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            if !host && !done && !pods_with_interface.contains(key) && !pending.contains(&key.to_string()) {
+                report
+                    .problems
+                    .push(format!("{key} has neither an interface nor a pending reason"));
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,24 @@
+//! The controller's runtime and its HTTP API.
+//!
+//! ```text
+//!  weft apply (CLI) ──HTTP──> server ──┐
+//!  Kubernetes watch (weft-kube) ───────┴─> Controller ──> Translator (pure)
+//!                                              │  inputs + derived changes, one txn
+//!                                              v
+//!                                         ConfigStore (redb / etcd)
+//! ```
+//!
+//! [`Controller`] owns the translator behind one lock: every batch of input changes is
+//! validated, translated and written to the store in a single transaction, so the store
+//! never holds an input without its derived objects (or an address without its owner),
+//! whatever moment the process dies at. [`server`] exposes it over HTTP/JSON;
+//! [`client`] is the typed client the CLI uses; [`manifest`] parses YAML the way
+//! kubectl does.
+
+pub mod client;
+pub mod controller;
+pub mod manifest;
+pub mod server;
+pub mod types;
+
+pub use controller::Controller;

@@ -1,0 +1,208 @@
+//! `weft bench`: measured figures for the closing notes (never asserted in tests).
+//!
+//! - `translate`: translation + IPAM of a synthetic cluster in memory — wall time and
+//!   peak RSS of this process.
+//! - `apply`: the same cluster through the HTTP API into a controller with the embedded
+//!   store (durable commits), in batches and one object per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use weft_api::client::ApiClient;
+use weft_api::types::{ApplyRequest, ManifestDocument};
+use weft_model::{InputChange, InputObject};
+use weft_translator::Translator;
+
+/// Arguments of `weft bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchKind,
+}
+
+#[derive(Debug, Args, Clone)]
+struct Shape {
+    /// Pods.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Namespaces.
+    #[arg(long, default_value_t = 1_000)]
+    namespaces: usize,
+    /// How many of the namespaces are isolated.
+    #[arg(long, default_value_t = 100)]
+    isolated: usize,
+    /// Services.
+    #[arg(long, default_value_t = 2_000)]
+    services: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// Translation + IPAM in memory.
+    Translate(Shape),
+    /// Apply through the HTTP API into a controller on the embedded store.
+    Apply {
+        #[command(flatten)]
+        shape: Shape,
+        /// Documents per request in the batched run.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Pods applied one per request, concurrently, in the second run.
+        #[arg(long, default_value_t = 1_000)]
+        single: usize,
+        /// Concurrent requests in the one-per-request run.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+}
+
+/// Peak resident set size of this process in MiB (VmHWM).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Runs a benchmark and prints its figures.
+pub async fn run(args: BenchArgs) -> Result<()> {
+    match args.what {
+        BenchKind::Translate(shape) => translate(shape),
+        BenchKind::Apply {
+            shape,
+            batch,
+            single,
+            concurrency,
+        } => apply(shape, batch, single, concurrency).await,
+    }
+}
+
+fn translate(shape: Shape) -> Result<()> {
+    let rss_before = peak_rss_mib();
+    let manifests = weft_translator::synthetic::cluster_manifests(
+        shape.pods,
+        shape.namespaces,
+        shape.isolated,
+        shape.services,
+    );
+    let start = Instant::now();
+    let mut t = Translator::new();
+    for m in manifests {
+        let object = InputObject::from_value(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+        t.apply(InputChange::Upsert(object))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let changes = t.flush();
+    let elapsed = start.elapsed();
+    println!(
+        "translate: {} pods, {} namespaces ({} isolated), {} services -> {} derived objects in {:.3} s; peak RSS {:.1} MiB (before inputs {:.1} MiB)",
+        shape.pods,
+        shape.namespaces,
+        shape.isolated,
+        shape.services,
+        changes.len(),
+        elapsed.as_secs_f64(),
+        peak_rss_mib(),
+        rss_before
+    );
+    Ok(())
+}
+
+async fn apply(shape: Shape, batch: usize, single: usize, concurrency: usize) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = weft_store::open_url(&dir.display().to_string()).context("opening a temporary store")?;
+    let controller = weft_api::Controller::open(store, "bench").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(weft_api::server::serve(
+        controller,
+        listener,
+        std::future::pending(),
+    ));
+    let client = Arc::new(ApiClient::new(&format!("http://{addr}")));
+    let manifests = weft_translator::synthetic::cluster_manifests(
+        shape.pods,
+        shape.namespaces,
+        shape.isolated,
+        shape.services,
+    );
+    let total = manifests.len();
+    let start = Instant::now();
+    for (i, chunk) in manifests.chunks(batch.max(1)).enumerate() {
+        let documents = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, o)| ManifestDocument {
+                source: format!("bench#{}", i * batch + j + 1),
+                object: o.clone(),
+            })
+            .collect();
+        let report = client
+            .apply(&ApplyRequest {
+                documents,
+                namespace: None,
+            })
+            .await?;
+        anyhow::ensure!(
+            report.errors() == 0,
+            "bench objects refused: {:?}",
+            report.results.iter().find(|r| r.error.is_some())
+        );
+    }
+    let batched = start.elapsed();
+    println!(
+        "apply (batches of {batch}): {total} objects in {:.2} s = {:.0} objects/s; process peak RSS {:.1} MiB",
+        batched.as_secs_f64(),
+        total as f64 / batched.as_secs_f64(),
+        peak_rss_mib()
+    );
+    let start = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = Vec::new();
+    for p in 0..single {
+        let client = client.clone();
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let object = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("single-{p}"), "namespace": "default"},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}});
+            client
+                .apply(&ApplyRequest {
+                    documents: vec![ManifestDocument {
+                        source: "bench".into(),
+                        object,
+                    }],
+                    namespace: None,
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let singles = start.elapsed();
+    println!(
+        "apply (one pod per request, {concurrency} concurrent): {single} pods in {:.2} s = {:.0} pods/s ({:.2} ms per durable commit)",
+        singles.as_secs_f64(),
+        single as f64 / singles.as_secs_f64(),
+        singles.as_secs_f64() * 1000.0 / single.max(1) as f64
+    );
+    let report = client.consistency().await?;
+    println!(
+        "consistency: {} addresses, {} problems",
+        report.addresses,
+        report.problems.len()
+    );
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `weft`: one binary for every role. `weft controller` runs the controller (config API,
+//! store, Kubernetes translation); the other commands are clients of its HTTP API, plus
+//! `weft bench` for the measured figures.
+//!
+//! Exit codes: 0 success; 1 some object was refused or not found; 2 bad usage;
+//! 3 the controller could not be reached.
+
+mod bench;
+mod controller;
+mod demo;
+mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Default address of the controller API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "weft: Tungsten Fabric-style networking for Kubernetes, in one binary"
+)]
+struct Cli {
+    /// Controller API URL for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_SERVER",
+        default_value = "http://127.0.0.1:7470"
+    )]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the controller: config API, store, translation (and the Kubernetes watch).
+    Controller(controller::ControllerArgs),
+    /// Create or update objects from manifests (multi-document YAML, like kubectl apply).
+    Apply(output::ApplyArgs),
+    /// Delete the objects named in manifests.
+    Delete(output::ApplyArgs),
+    /// List objects: projects, networks, interfaces, services, policies, pods, namespaces,
+    /// nodes, virtualnetworks, clusterconfig, pending …
+    Get(output::GetArgs),
+    /// Show one object in detail.
+    Describe(output::DescribeArgs),
+    /// Every component's state, and why it is not ready.
+    Status(output::StatusArgs),
+    /// Show weft on the seed 002 namespace scenario, on a throw-away controller.
+    Demo(demo::DemoArgs),
+    /// Measure translation speed, memory and API throughput.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match &cli.command {
+        Command::Controller(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: Result<ExitCode> = runtime.block_on(async move {
+        match cli.command {
+            Command::Controller(args) => controller::run(args).await.map(|_| ExitCode::SUCCESS),
+            Command::Apply(args) => output::apply(&cli.server, args, false).await,
+            Command::Delete(args) => output::apply(&cli.server, args, true).await,
+            Command::Get(args) => output::get(&cli.server, args).await,
+            Command::Describe(args) => output::describe(&cli.server, args).await,
+            Command::Status(args) => output::status(&cli.server, args).await,
+            Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
+            Command::Bench(args) => bench::run(args).await.map(|_| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let unreachable = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<weft_api::client::ClientError>(),
+                    Some(weft_api::client::ClientError::Unreachable { .. })
+                )
+            });
+            ExitCode::from(if unreachable { 3 } else { 1 })
+        }
+    }
+}
