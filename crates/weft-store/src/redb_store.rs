@@ -24,8 +24,10 @@ use crate::{
 
 /// key → (create_revision, mod_revision, value)
 const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("objects");
-/// (revision, seq within txn) → (kind, key, value)
-const CHANGELOG: TableDefinition<(u64, u32), (u8, &str, Option<&[u8]>)> = TableDefinition::new("changelog");
+/// Change log row: (kind, key, value; `None` for a delete).
+type LogEntry = (u8, &'static str, Option<&'static [u8]>);
+/// (revision, seq within txn) → [`LogEntry`]
+const CHANGELOG: TableDefinition<(u64, u32), LogEntry> = TableDefinition::new("changelog");
 /// counter name → value
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 

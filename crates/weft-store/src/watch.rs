@@ -163,3 +163,113 @@ impl<L: LogReader> Watcher<L> {
         Some(Err(err))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The handover logic against a scripted change log, to hit the races deterministically.
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::EventKind;
+
+    fn event(revision: Revision) -> WatchEvent {
+        WatchEvent {
+            revision,
+            kind: EventKind::Put,
+            key: format!("k/{revision}"),
+            value: Some(vec![revision as u8]),
+        }
+    }
+
+    /// A change log whose first read "commits" `commit_during_first_read` (appends it and
+    /// sends its batch) before taking its snapshot: the commit lands between the watcher's
+    /// subscription and its replay read.
+    #[derive(Clone)]
+    struct ScriptedLog {
+        log: Arc<Mutex<Vec<WatchEvent>>>,
+        feed: Feed,
+        commit_during_first_read: Arc<Mutex<Option<Revision>>>,
+    }
+
+    impl ScriptedLog {
+        fn append(&self, revision: Revision, send: bool) {
+            self.log.lock().unwrap().push(event(revision));
+            if send {
+                let batch = Batch {
+                    revision,
+                    events: vec![event(revision)],
+                };
+                self.feed.send(Arc::new(batch)).unwrap();
+            }
+        }
+    }
+
+    impl LogReader for ScriptedLog {
+        async fn read_since(
+            &self,
+            prefix: &str,
+            after: Revision,
+        ) -> Result<(Vec<WatchEvent>, Revision), StoreError> {
+            if let Some(revision) = self.commit_during_first_read.lock().unwrap().take() {
+                self.append(revision, true);
+            }
+            let log = self.log.lock().unwrap();
+            let head = log.last().map_or(0, |e| e.revision);
+            let events = log
+                .iter()
+                .filter(|e| e.revision > after && e.key.starts_with(prefix))
+                .cloned()
+                .collect();
+            Ok((events, head))
+        }
+    }
+
+    fn scripted(head: Revision, commit_during_first_read: Option<Revision>) -> ScriptedLog {
+        ScriptedLog {
+            log: Arc::new(Mutex::new((1..=head).map(event).collect())),
+            feed: feed(16),
+            commit_during_first_read: Arc::new(Mutex::new(commit_during_first_read)),
+        }
+    }
+
+    async fn revisions(stream: &mut WatchStream, n: usize) -> Vec<Revision> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let item = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .unwrap();
+            out.push(item.unwrap().unwrap().revision);
+        }
+        out
+    }
+
+    async fn assert_quiet(stream: &mut WatchStream) {
+        let item = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(item.is_err(), "unexpected item {item:?}");
+    }
+
+    #[tokio::test]
+    async fn commit_between_subscribe_and_replay_is_delivered_once() {
+        let log = scripted(2, Some(3));
+        let mut stream = start(log.clone(), &log.feed.clone(), "k/", 0).await.unwrap();
+        // Revision 3 is both in the replay and in the live feed: delivered once.
+        assert_eq!(revisions(&mut stream, 3).await, [1, 2, 3]);
+        log.append(4, true);
+        assert_eq!(revisions(&mut stream, 1).await, [4]);
+        assert_quiet(&mut stream).await;
+    }
+
+    #[tokio::test]
+    async fn jump_in_live_feed_is_repaired_from_the_log() {
+        let log = scripted(3, None);
+        let mut stream = start(log.clone(), &log.feed.clone(), "k/", 1).await.unwrap();
+        assert_eq!(revisions(&mut stream, 2).await, [2, 3]);
+        // Revision 4 reaches the log but not the feed; 5 reaches both.
+        log.append(4, false);
+        log.append(5, true);
+        assert_eq!(revisions(&mut stream, 2).await, [4, 5]);
+        assert_quiet(&mut stream).await;
+    }
+}

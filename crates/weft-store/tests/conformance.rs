@@ -3,11 +3,13 @@
 //! same bar). Each case is a plain async fn over a [`Fixture`]; the macro at the bottom
 //! instantiates it once per backend.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use weft_store::{
     ConfigStore, EventKind, KeyValue, MemoryStore, RedbStore, StoreError, StoreOptions, Txn, WatchEvent,
     WatchStream,
@@ -67,6 +69,26 @@ async fn take(stream: &mut WatchStream, n: usize) -> Vec<WatchEvent> {
         }
     }
     out
+}
+
+/// Asserts two event sequences are equal, reporting the first difference (not 1000 events).
+#[track_caller]
+fn assert_events(got: &[WatchEvent], expected: &[WatchEvent], context: &str) {
+    if got == expected {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(expected)
+        .position(|(g, e)| g != e)
+        .unwrap_or(got.len().min(expected.len()));
+    panic!(
+        "{context}: {} events, expected {}; first difference at #{at}: got {:?}, expected {:?}",
+        got.len(),
+        expected.len(),
+        got.get(at),
+        expected.get(at)
+    );
 }
 
 /// Asserts the stream yields nothing for a short while.
@@ -424,29 +446,52 @@ async fn watch_handover_under_concurrent_commits(f: Fixture) {
         })
     };
 
-    // Watcher B: started while the writer is running, so its replay/live handover races
-    // with commits.
-    while s.revision().await.unwrap() < 60 {
+    // Watchers B: started one after another while the writer is running, each resuming a
+    // few revisions back, so their replay/live handovers race with commits.
+    let mut mid = Vec::new();
+    let mut next_start = 30;
+    loop {
+        let now = s.revision().await.unwrap();
+        if now >= 505 {
+            break;
+        }
+        if now >= next_start {
+            let after = now - 7;
+            mid.push((after, s.watch("w/", after).await.unwrap()));
+            next_start = now + 20;
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let mut mid = s.watch("w/", 3).await.unwrap();
     assert!(
-        s.revision().await.unwrap() < 510,
-        "writer finished before the mid watcher started: the test lost its race"
+        mid.len() >= 10,
+        "too few watchers started during the writes: {}",
+        mid.len()
     );
 
-    let expected_early: Vec<_> = pre[5..].iter().chain(&expected_live).cloned().collect();
-    let expected_mid: Vec<_> = pre[3..].iter().chain(&expected_live).cloned().collect();
-    let (got_early, got_mid) = tokio::join!(
-        take(&mut early, expected_early.len()),
-        take(&mut mid, expected_mid.len())
-    );
+    let all: Vec<_> = pre.iter().chain(&expected_live).cloned().collect();
+    let since =
+        |after: u64| -> Vec<WatchEvent> { all.iter().filter(|e| e.revision > after).cloned().collect() };
+    let expected_early = since(5);
+    let got_early = take(&mut early, expected_early.len()).await;
+    assert_events(&got_early, &expected_early, "watcher started before the writes");
+    for (after, w) in &mut mid {
+        let expected = since(*after);
+        let got = take(w, expected.len()).await;
+        assert_events(
+            &got,
+            &expected,
+            &format!("watcher started after revision {after}"),
+        );
+    }
     writer.await.unwrap();
     assert_eq!(s.revision().await.unwrap(), 510);
-    assert_eq!(got_early, expected_early);
-    assert_eq!(got_mid, expected_mid);
     assert_quiet(&mut early).await;
-    assert_quiet(&mut mid).await;
+    for (after, w) in &mut mid {
+        assert!(
+            w.next().now_or_never().is_none(),
+            "extra event for the watcher after {after}"
+        );
+    }
 }
 
 async fn compaction_then_old_watch_fails(f: Fixture) {

@@ -1,5 +1,7 @@
 //! redb-specific behaviour: durability across reopen, recovery after SIGKILL, `open_url`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -199,7 +201,7 @@ async fn sigkill_keeps_every_acknowledged_commit() {
     };
     let mut acks = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(8);
-    while acks.len() < 60 {
+    while acks.len() < 300 {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => acks.extend(parse(&line)),
