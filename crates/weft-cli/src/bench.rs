@@ -55,6 +55,14 @@ enum BenchKind {
         /// Concurrent requests in the one-per-request run.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Use the controller at --server instead of starting one in this process (so
+        /// its own peak RSS can be read from /proc/<pid>/status).
+        #[arg(long)]
+        external: bool,
+        /// Skip the final consistency check (it decodes the whole store once more, which
+        /// would dominate the controller's peak memory).
+        #[arg(long)]
+        no_check: bool,
     },
 }
 
@@ -72,7 +80,7 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// Runs a benchmark and prints its figures.
-pub async fn run(args: BenchArgs) -> Result<()> {
+pub async fn run(server: &str, args: BenchArgs) -> Result<()> {
     match args.what {
         BenchKind::Translate(shape) => translate(shape),
         BenchKind::Apply {
@@ -80,7 +88,19 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             batch,
             single,
             concurrency,
-        } => apply(shape, batch, single, concurrency).await,
+            external,
+            no_check,
+        } => {
+            apply(
+                shape,
+                batch,
+                single,
+                concurrency,
+                external.then_some(server),
+                no_check,
+            )
+            .await
+        }
     }
 }
 
@@ -115,19 +135,32 @@ fn translate(shape: Shape) -> Result<()> {
     Ok(())
 }
 
-async fn apply(shape: Shape, batch: usize, single: usize, concurrency: usize) -> Result<()> {
+async fn apply(
+    shape: Shape,
+    batch: usize,
+    single: usize,
+    concurrency: usize,
+    external: Option<&str>,
+    no_check: bool,
+) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = weft_store::open_url(&dir.display().to_string()).context("opening a temporary store")?;
-    let controller = weft_api::Controller::open(store, "bench").await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(weft_api::server::serve(
-        controller,
-        listener,
-        std::future::pending(),
-    ));
-    let client = Arc::new(ApiClient::new(&format!("http://{addr}")));
+    let (client, server) = match external {
+        Some(url) => (Arc::new(ApiClient::new(url)), None),
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let store =
+                weft_store::open_url(&dir.display().to_string()).context("opening a temporary store")?;
+            let controller = weft_api::Controller::open(store, "bench").await?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let server = tokio::spawn(weft_api::server::serve(
+                controller,
+                listener,
+                std::future::pending(),
+            ));
+            (Arc::new(ApiClient::new(&format!("http://{addr}"))), Some(server))
+        }
+    };
     let manifests = weft_translator::synthetic::cluster_manifests(
         shape.pods,
         shape.namespaces,
@@ -196,13 +229,18 @@ async fn apply(shape: Shape, batch: usize, single: usize, concurrency: usize) ->
         single as f64 / singles.as_secs_f64(),
         singles.as_secs_f64() * 1000.0 / single.max(1) as f64
     );
+    if no_check {
+        return Ok(());
+    }
     let report = client.consistency().await?;
     println!(
         "consistency: {} addresses, {} problems",
         report.addresses,
         report.problems.len()
     );
-    server.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(server) = server {
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }

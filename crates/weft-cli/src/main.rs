@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => output::describe(&cli.server, args).await,
             Command::Status(args) => output::status(&cli.server, args).await,
             Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
-            Command::Bench(args) => bench::run(args).await.map(|_| ExitCode::SUCCESS),
+            Command::Bench(args) => bench::run(&cli.server, args).await.map(|_| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -27,6 +27,9 @@ const OBJECTS: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("
 /// Change log row: (kind, key, value; `None` for a delete).
 type LogEntry = (u8, &'static str, Option<&'static [u8]>);
 /// (revision, seq within txn) → [`LogEntry`]
+/// Page cache of the embedded database.
+const REDB_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 const CHANGELOG: TableDefinition<(u64, u32), LogEntry> = TableDefinition::new("changelog");
 /// counter name → value
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -70,7 +73,12 @@ impl RedbStore {
     /// Opens (creating if missing) the store file at `path` with explicit [`StoreOptions`].
     pub fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let shown = path.display();
-        let db = Database::create(path).map_err(|e| StoreError::backend(format!("open {shown}"), e))?;
+        // A config store's working set is small; redb's default page cache (up to 1 GiB)
+        // would make the controller's memory grow with the file instead of the data.
+        let db = redb::Builder::new()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::backend(format!("open {shown}"), e))?;
         let inner = Inner {
             db,
             path: path.to_owned(),
