@@ -565,3 +565,103 @@ pub async fn check_store(store: &dyn ConfigStore) -> Result<ConsistencyReport, C
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: serde_json::Value) -> InputObject {
+        InputObject::from_value(v).expect("valid")
+    }
+
+    fn pod(ns: &str, name: &str) -> InputObject {
+        obj(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+                   "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+    }
+
+    #[tokio::test]
+    async fn kube_relist_snapshot_deletes_what_vanished_and_is_stored() {
+        let store: Arc<dyn ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store.clone(), "memory").await.expect("open");
+        c.ingest_kube(vec![KubeEvent::Snapshot {
+            kind: InputKind::Pod,
+            objects: vec![pod("default", "a"), pod("default", "b")],
+        }])
+        .await
+        .expect("ingest");
+        assert_eq!(c.derived(DerivedKind::Interface, None).await.len(), 2);
+        // A watch event, then a relist (after 410 Gone) in which `a` is gone.
+        c.ingest_kube(vec![KubeEvent::Change(InputChange::Upsert(pod("default", "c")))])
+            .await
+            .expect("ingest");
+        c.ingest_kube(vec![KubeEvent::Snapshot {
+            kind: InputKind::Pod,
+            objects: vec![pod("default", "b"), pod("default", "c")],
+        }])
+        .await
+        .expect("ingest");
+        let pods: Vec<String> = c
+            .derived(DerivedKind::Interface, None)
+            .await
+            .into_iter()
+            .filter_map(|d| {
+                if let DerivedObject::Interface(i) = d {
+                    Some(i.pod)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(pods, vec!["b", "c"]);
+        assert!(
+            store
+                .get(&input_store_key(&InputKey::namespaced(
+                    InputKind::Pod,
+                    "default",
+                    "a"
+                )))
+                .await
+                .expect("get")
+                .is_none()
+        );
+        // A refused object is reported in status, the others still land.
+        let bad = obj(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "annotations": {"opencontrail.org/isolation": "perhaps"}}}),
+        );
+        c.ingest_kube(vec![
+            KubeEvent::Change(InputChange::Upsert(bad)),
+            KubeEvent::Change(InputChange::Delete(InputKey::namespaced(
+                InputKind::Pod,
+                "default",
+                "b",
+            ))),
+        ])
+        .await
+        .expect("ingest");
+        let status = c.status().await;
+        let kube = status
+            .components
+            .iter()
+            .find(|s| s.component == "kubernetes")
+            .expect("kubernetes component");
+        assert!(
+            kube.reason.contains("opencontrail.org/isolation"),
+            "{}",
+            kube.reason
+        );
+        assert_eq!(c.derived(DerivedKind::Interface, None).await.len(), 1);
+        // A restarted controller sees the same state.
+        let again = Controller::open(store, "memory").await.expect("reopen");
+        assert_eq!(again.derived(DerivedKind::Interface, None).await.len(), 1);
+        assert!(
+            check_store(again.store.as_ref())
+                .await
+                .expect("check")
+                .problems
+                .is_empty()
+        );
+    }
+}

@@ -15,6 +15,7 @@ pub mod error;
 pub mod ids;
 pub mod input;
 pub mod naming;
+pub mod node;
 pub mod resources;
 
 pub use config::{ClusterConfig, ClusterConfigSpec};
