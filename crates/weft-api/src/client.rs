@@ -1,4 +1,6 @@
-//! Typed HTTP client of the controller API, used by the CLI (and tests).
+//! Typed HTTP client of the controller API, used by the CLI (and tests). Agents use
+//! [`crate::node_client`] instead (it also speaks over Unix sockets); both share
+//! [`ClientError`].
 
 use serde::de::DeserializeOwned;
 use weft_model::DerivedObject;
@@ -26,6 +28,22 @@ pub enum ClientError {
         what: String,
         /// Its message.
         message: String,
+    },
+    /// A URL the client cannot use.
+    #[error("invalid controller URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A watch stream broke after it was established (closed, silent, reset); reconnect.
+    #[error("the watch stream from the weft controller at {url} broke: {reason}")]
+    StreamBroken {
+        /// The controller URL.
+        url: String,
+        /// Why.
+        reason: String,
     },
     /// The answer could not be decoded.
     #[error("unexpected answer from the controller for {what}: {reason}")]

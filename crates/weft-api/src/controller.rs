@@ -8,14 +8,25 @@
 //! Addresses are recorded only on derived objects, so a crash can never leave an
 //! address allocated without an owner: at start-up [`Controller::open`] rebuilds the
 //! IPAM pools from what is stored and resynchronises.
+//!
+//! Per-node forwarding state: after every successful commit the new store revision is
+//! published on a watch channel ([`Controller::subscribe_commits`]);
+//! [`Controller::node_state`] compiles a node's [`NodeState`] with
+//! [`weft_routing::compile_node_state`] from the in-memory networks, interfaces and
+//! Nodes. The server's node watch streams it to agents whenever it changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use k8s_openapi::api::core::v1::Node;
+use tokio::sync::{Mutex, watch};
 use weft_kube::KubeEvent;
 use weft_model::config::EffectiveConfig;
-use weft_model::{DerivedKind, DerivedObject, InputChange, InputKey, InputKind, InputObject};
+use weft_model::node::NodeState;
+use weft_model::{
+    DerivedKind, DerivedObject, InputChange, InputKey, InputKind, InputObject, InterfaceAttachment,
+    VirtualNetworkRecord,
+};
 use weft_store::{ConfigStore, StoreError, Txn};
 use weft_translator::{ApplyAction, DerivedChange, Translator};
 
@@ -58,12 +69,29 @@ struct KubeState {
     errors: BTreeMap<String, String>,
 }
 
+/// What the route compiler reads, copied out of the translator once per revision and
+/// shared by every node's computation at that revision.
+#[derive(Debug)]
+struct RoutingInputs {
+    revision: u64,
+    networks: Vec<VirtualNetworkRecord>,
+    interfaces: Vec<InterfaceAttachment>,
+    nodes: Vec<Node>,
+}
+
 /// The controller: translator + store.
 pub struct Controller {
     store: Arc<dyn ConfigStore>,
     store_name: String,
     translator: Mutex<Translator>,
     kube: std::sync::Mutex<Option<KubeState>>,
+    /// Revision of the last successful commit; sent while the translator lock is held,
+    /// so (translator contents, this value) read under the lock belong together.
+    commits: watch::Sender<u64>,
+    /// Becomes true when the server shuts down, so long-lived streams end.
+    closing: watch::Sender<bool>,
+    /// Routing inputs at the latest revision (rebuilt lazily after a commit).
+    routing: std::sync::Mutex<Option<Arc<RoutingInputs>>>,
 }
 
 /// Loads inputs and derived objects from the store into a fresh translator.
@@ -131,7 +159,9 @@ impl Controller {
             tracing::warn!(note = %note, "store repair");
         }
         let changes = translator.flush();
-        if !changes.is_empty() {
+        let revision = if changes.is_empty() {
+            store.revision().await?
+        } else {
             let mut txn = Txn::default();
             derived_ops(&mut txn, &changes);
             let revision = store.commit(txn).await?;
@@ -140,12 +170,16 @@ impl Controller {
                 revision,
                 "resynchronised derived objects at start-up"
             );
-        }
+            revision
+        };
         Ok(Arc::new(Controller {
             store,
             store_name: store_name.to_string(),
             translator: Mutex::new(translator),
             kube: std::sync::Mutex::new(None),
+            commits: watch::Sender::new(revision),
+            closing: watch::Sender::new(false),
+            routing: std::sync::Mutex::new(None),
         }))
     }
 
@@ -175,7 +209,12 @@ impl Controller {
             return Ok(self.store.revision().await?);
         }
         match self.store.commit(txn).await {
-            Ok(rev) => Ok(rev),
+            Ok(rev) => {
+                // Still under the translator lock: readers see the new contents and the
+                // new revision together.
+                self.commits.send_replace(rev);
+                Ok(rev)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; reloading state from the store");
                 if let Ok((fresh, _)) = load(self.store.as_ref()).await {
@@ -360,6 +399,89 @@ impl Controller {
             .filter(|o| namespace.is_none() || o.metadata().namespace.as_deref() == namespace)
             .map(|o| o.to_value())
             .collect()
+    }
+
+    /// Revision of the last successful commit (the one [`Controller::node_state`]
+    /// computes from).
+    pub fn revision(&self) -> u64 {
+        *self.commits.borrow()
+    }
+
+    /// A receiver of commit revisions: it sees the revision of every successful commit
+    /// (apply, Kubernetes ingest, start-up repair), coalesced when the reader is slow.
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Tells long-lived streams (node watches) to end, so a graceful shutdown of the
+    /// server does not wait on them forever. The server calls it on shutdown.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that turns true once [`Controller::close_streams`] was called.
+    pub fn subscribe_closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// The desired forwarding state of `node` at the latest committed revision: its
+    /// tables, routes, VXLAN peers and local interfaces (see [`weft_routing`]).
+    pub async fn node_state(&self, node: &str) -> NodeState {
+        let inputs = self.routing_inputs().await;
+        weft_routing::compile_node_state(
+            node,
+            inputs.revision,
+            &inputs.networks,
+            &inputs.interfaces,
+            &inputs.nodes,
+        )
+    }
+
+    /// The route compiler's inputs at the latest revision, copied out of the translator
+    /// at most once per revision however many nodes ask.
+    async fn routing_inputs(&self) -> Arc<RoutingInputs> {
+        let t = self.translator.lock().await;
+        let revision = self.revision();
+        if let Some(cached) = self.cached_routing(revision) {
+            return cached;
+        }
+        let mut networks = Vec::new();
+        for d in t.derived(DerivedKind::Network) {
+            if let DerivedObject::Network(n) = d {
+                networks.push(n.clone());
+            }
+        }
+        let mut interfaces = Vec::new();
+        for d in t.derived(DerivedKind::Interface) {
+            if let DerivedObject::Interface(i) = d {
+                interfaces.push(i.clone());
+            }
+        }
+        let nodes = t
+            .inputs()
+            .filter_map(|o| match o {
+                InputObject::Node(n) => Some(n.as_ref().clone()),
+                _ => None,
+            })
+            .collect();
+        drop(t);
+        let fresh = Arc::new(RoutingInputs {
+            revision,
+            networks,
+            interfaces,
+            nodes,
+        });
+        if let Ok(mut slot) = self.routing.lock()
+            && slot.as_ref().is_none_or(|old| old.revision <= revision)
+        {
+            *slot = Some(fresh.clone());
+        }
+        fresh
+    }
+
+    fn cached_routing(&self, revision: u64) -> Option<Arc<RoutingInputs>> {
+        let slot = self.routing.lock().ok()?;
+        slot.as_ref().filter(|r| r.revision == revision).cloned()
     }
 
     /// Every component's state, with reasons.

@@ -14,10 +14,16 @@
 //! whatever moment the process dies at. [`server`] exposes it over HTTP/JSON;
 //! [`client`] is the typed client the CLI uses; [`manifest`] parses YAML the way
 //! kubectl does.
+//!
+//! Towards the data plane: [`Controller::node_state`] compiles one node's forwarding
+//! state (with `weft-routing`), [`server`] streams it as NDJSON on
+//! `/v1/nodes/{node}/watch` (TCP, and a Unix socket for agents in other network
+//! namespaces), and [`node_client`] is the agents' client of that stream.
 
 pub mod client;
 pub mod controller;
 pub mod manifest;
+pub mod node_client;
 pub mod server;
 pub mod types;
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_model::derived::ObjectStatus;
+use weft_model::node::NodeState;
 
 /// One manifest document to apply or delete.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,4 +112,25 @@ pub struct ConsistencyReport {
 pub struct ErrorBody {
     /// What went wrong.
     pub error: String,
+}
+
+/// One line of the node watch stream (`GET /v1/nodes/{node}/watch`, NDJSON: one JSON
+/// value per line). Untagged, so a line is either a whole [`NodeState`] or
+/// `{"heartbeat":REV}`.
+///
+/// The server sends a state on connect (unless the client's `after` revision already
+/// is the current one), then whenever the node's state changes in content (a commit
+/// that leaves it unchanged sends nothing), and a heartbeat every 10 s carrying the
+/// latest commit revision, so a client that hears nothing for much longer knows the
+/// connection is dead and reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NodeWatchLine {
+    /// The node's complete desired state (never a delta).
+    State(NodeState),
+    /// Keep-alive.
+    Heartbeat {
+        /// The controller's latest commit revision.
+        heartbeat: u64,
+    },
 }

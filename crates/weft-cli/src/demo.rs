@@ -1,10 +1,15 @@
-//! `weft demo`: the seed 002 namespace scenario on a throw-away controller (embedded
-//! store in a temporary directory): default, non-isolated, isolated and custom-network
-//! namespaces with pods on two nodes and services, shown the way TF names them.
+//! `weft demo`: the seed 002 namespace scenario (default, non-isolated, isolated and
+//! custom-network namespaces, pods on two nodes, services — `examples/namespaces`) on
+//! a real data plane: a 2-node `weft lab` of network namespaces on this machine, with
+//! a controller, one agent per node and the CNI plugin attaching every pod. It prints
+//! the reachability matrix with a one-line explanation per group of cells, the routing
+//! tables involved, and takes the lab down (`--keep` leaves it up). Needs root.
 //!
-//! This is the control-plane act: what the controller makes of the manifests. The data
-//! plane act (a lab of network namespaces and a reachability matrix) builds on it.
+//! `weft demo --control-plane` is the part without root: what the controller makes of
+//! the manifests (projects, networks and VNIs, addresses, services) on a throw-away
+//! controller.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -12,6 +17,8 @@ use clap::Args;
 use weft_api::client::ApiClient;
 use weft_api::manifest::parse_manifest_text;
 use weft_api::types::ApplyRequest;
+use weft_lab::{LabName, PortProto, Progress};
+use weft_model::DerivedObject;
 
 /// The scenario, compiled in so the demo runs from anywhere.
 const SCENARIO: [(&str, &str); 3] = [
@@ -32,10 +39,17 @@ const SCENARIO: [(&str, &str); 3] = [
 /// Arguments of `weft demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Keep the controller running (on --listen) after the demo, for exploring with `weft get`.
+    /// Leave the lab (or, with --control-plane, the controller) running afterwards, for
+    /// exploring with `weft lab …` and `weft get`.
     #[arg(long)]
     pub keep: bool,
-    /// Where the demo controller listens.
+    /// Name of the demo's lab.
+    #[arg(long, default_value = "demo")]
+    pub name: String,
+    /// Only the control-plane part (no root needed): a throw-away controller, no lab.
+    #[arg(long)]
+    pub control_plane: bool,
+    /// Where the --control-plane demo's controller listens.
     #[arg(long, default_value = "127.0.0.1:7479")]
     pub listen: String,
 }
@@ -46,6 +60,14 @@ fn step(start: Instant, text: &str) {
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> Result<()> {
+    if args.control_plane {
+        return control_plane(args).await;
+    }
+    data_plane(args).await
+}
+
+/// The control-plane demo: what the controller makes of the scenario.
+async fn control_plane(args: DemoArgs) -> Result<()> {
     let start = Instant::now();
     let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -186,4 +208,199 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     step(start, "done");
     Ok(())
+}
+
+fn scenario_documents() -> Result<Vec<weft_api::types::ManifestDocument>> {
+    let mut documents = Vec::new();
+    for (name, text) in SCENARIO {
+        for doc in parse_manifest_text(text, name) {
+            documents.push(doc.context("the built-in scenario parses")?);
+        }
+    }
+    Ok(documents)
+}
+
+/// Which "world" a pod lives in by TF's rules, independent of how weft implements
+/// them: a custom network, an isolated namespace, or the cluster's shared pod network.
+fn world(project: Option<&weft_model::derived::Project>, namespace: &str) -> (String, String) {
+    match project {
+        Some(p) if p.custom_network.is_some() => {
+            let net = p.custom_network.clone().unwrap_or_default();
+            let short = net.rsplit(':').next().unwrap_or(&net).to_string();
+            (
+                format!("custom network {short}"),
+                format!(
+                    "{namespace} puts its pods on custom network {short}, which no policy connects to anything"
+                ),
+            )
+        }
+        Some(p) if p.isolated => (
+            format!("isolated {namespace}"),
+            format!("{namespace} is isolated: it has its own pod network, reachable only from inside"),
+        ),
+        _ => (
+            "cluster pod network".to_string(),
+            "default and non-isolated namespaces share k8s-default-pod-network".to_string(),
+        ),
+    }
+}
+
+/// The data-plane demo on a 2-node lab.
+async fn data_plane(args: DemoArgs) -> Result<()> {
+    let wall = Instant::now();
+    if !weft_lab::sys::is_root() {
+        anyhow::bail!(
+            "`weft demo` builds a 2-node cluster out of network namespaces on this machine and \
+             needs root: run it with sudo. Without root, `weft demo --control-plane` shows what the \
+             controller makes of the scenario (no data plane)."
+        );
+    }
+    let lab = LabName::new(&args.name)?;
+    let progress = Progress::new();
+    if weft_lab::topology::exists(&lab).await {
+        progress.step(&format!("removing what an earlier demo left (lab {lab})"));
+        weft_lab::topology::down(&lab, &progress).await?;
+    }
+    let documents = scenario_documents()?;
+    progress.step(&format!(
+        "building lab {lab}: 2 nodes, controller, agents; then the seed 002 scenario ({} objects)",
+        documents.len()
+    ));
+    let opts = weft_lab::topology::UpOptions {
+        nodes: 2,
+        files: Vec::new(),
+        documents,
+        namespace: None,
+        cni_timeout: 30,
+        no_agents: false,
+    };
+    let outcome = show(&lab, &opts, &progress).await;
+    if args.keep {
+        let url = weft_lab::state::LabState::load(&lab)
+            .map(|s| s.controller.url)
+            .unwrap_or_default();
+        progress.step(&format!(
+            "lab {lab} left up. Try: weft lab matrix --name {lab}; weft lab probe --name {lab} default/client ns-user/web 80/tcp; \
+             weft --server {url} get pods; weft lab down --name {lab}"
+        ));
+    } else {
+        weft_lab::topology::down(&lab, &progress).await?;
+    }
+    let mismatches = outcome?;
+    progress.step(&format!("demo finished in {:.1}s", wall.elapsed().as_secs_f64()));
+    anyhow::ensure!(
+        mismatches == 0,
+        "{mismatches} cell(s) of the matrix differ from what Tungsten Fabric's namespace rules expect"
+    );
+    Ok(())
+}
+
+/// Brings the lab up and shows matrix and routes; the number of unexpected cells.
+async fn show(lab: &LabName, opts: &weft_lab::topology::UpOptions, progress: &Progress) -> Result<usize> {
+    let applied = weft_lab::topology::up(lab, opts, progress).await?;
+    anyhow::ensure!(
+        applied,
+        "the scenario did not apply cleanly (see the errors above)"
+    );
+    let state = weft_lab::state::LabState::load(lab)?;
+    let client = ApiClient::new(&state.controller.url);
+    let projects: BTreeMap<String, weft_model::derived::Project> = client
+        .derived("projects", None)
+        .await?
+        .into_iter()
+        .filter_map(|o| match o {
+            DerivedObject::Project(p) => Some((p.namespace.clone(), p)),
+            _ => None,
+        })
+        .collect();
+    let port: PortProto = "80/tcp".parse().map_err(anyhow::Error::msg)?;
+    progress.step("probing every ordered pair of pods on 80/tcp (1 s bound per probe)");
+    let m = weft_lab::inspect::matrix(&state, port).await?;
+    progress.step(&format!("{} probes done", m.cells.len()));
+
+    println!("\n== pods");
+    for (i, key) in m.pods.iter().enumerate() {
+        let p = state.pod(key)?;
+        let (w, _) = world(projects.get(&p.namespace), &p.namespace);
+        println!(
+            "{:>2} {key:<20} {:<7} {:<15} {w}",
+            i + 1,
+            p.node,
+            p.ip.as_deref().unwrap_or("-")
+        );
+    }
+    println!("\n== reachability matrix (row = from, column = to; '.' connects, 'X' does not)");
+    print!("{}", m.table());
+
+    // Group cells by (source world, destination world).
+    #[derive(Default)]
+    struct Group {
+        reached: usize,
+        total: usize,
+        why: String,
+    }
+    let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
+    let mut mismatches = 0;
+    for c in &m.cells {
+        let ns = |k: &str| k.split('/').next().unwrap_or("").to_string();
+        let (from_ns, to_ns) = (ns(&c.from), ns(&c.to));
+        let (fw, fwhy) = world(projects.get(&from_ns), &from_ns);
+        let (tw, twhy) = world(projects.get(&to_ns), &to_ns);
+        let expected = fw == tw;
+        if expected != c.outcome.ok() {
+            mismatches += 1;
+        }
+        let g = groups.entry((fw.clone(), tw.clone())).or_default();
+        g.total += 1;
+        g.reached += usize::from(c.outcome.ok());
+        g.why = if fw == tw {
+            format!("same world: {fwhy}")
+        } else if tw.starts_with("isolated") {
+            twhy
+        } else if fw.starts_with("isolated") {
+            format!("{fwhy}; no route leads out of it either")
+        } else if tw.starts_with("custom") {
+            twhy
+        } else {
+            fwhy
+        };
+    }
+    println!("\n== why (cells grouped by source and destination)");
+    for ((from, to), g) in &groups {
+        let expected = from == to;
+        let verdict = match (expected, g.reached == g.total, g.reached == 0) {
+            (true, true, _) | (false, _, true) => "as expected",
+            _ => "UNEXPECTED",
+        };
+        println!(
+            "{} {from} -> {to}: {}/{} connect ({verdict}) — {}",
+            if g.reached == g.total {
+                "."
+            } else if g.reached == 0 {
+                "X"
+            } else {
+                "~"
+            },
+            g.reached,
+            g.total,
+            g.why
+        );
+    }
+    if mismatches == 0 {
+        println!(
+            "all {} cells are what Tungsten Fabric's namespace rules expect",
+            m.cells.len()
+        );
+    } else {
+        println!(
+            "{mismatches} of {} cells differ from what Tungsten Fabric's namespace rules expect",
+            m.cells.len()
+        );
+    }
+    println!("\n== routing tables involved (policy rules steer each pod veth into its network's table)");
+    for n in &state.nodes {
+        print!("{}", weft_lab::inspect::routes_text(&state, n.index).await?);
+    }
+    println!();
+    Ok(mismatches)
 }

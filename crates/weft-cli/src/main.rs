@@ -52,16 +52,24 @@ enum Command {
     Describe(output::DescribeArgs),
     /// Every component's state, and why it is not ready.
     Status(output::StatusArgs),
-    /// Show weft on the seed 002 namespace scenario, on a throw-away controller.
+    /// A node's desired routing tables (what its agent programs), as the controller computes them.
+    Routes(controller::RoutesArgs),
+    /// The seed 002 namespace scenario on a 2-node lab: reachability matrix, routes (root;
+    /// `--control-plane` without).
     Demo(demo::DemoArgs),
     /// Measure translation speed, memory and API throughput.
     Bench(bench::BenchArgs),
+    /// A whole cluster in network namespaces on this machine: nodes, agents, pods, probes.
+    Lab(weft_lab::LabArgs),
+    /// Run the node agent: program this node's kernel from the controller's state and serve
+    /// the CNI plugin.
+    Agent(weft_agent::AgentArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match &cli.command {
-        Command::Controller(_) => "info",
+        Command::Controller(_) | Command::Agent(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -86,8 +94,13 @@ fn main() -> ExitCode {
             Command::Get(args) => output::get(&cli.server, args).await,
             Command::Describe(args) => output::describe(&cli.server, args).await,
             Command::Status(args) => output::status(&cli.server, args).await,
+            Command::Routes(args) => controller::routes(&cli.server, args)
+                .await
+                .map(|_| ExitCode::SUCCESS),
             Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => bench::run(&cli.server, args).await.map(|_| ExitCode::SUCCESS),
+            Command::Lab(args) => weft_lab::run(args).await,
+            Command::Agent(args) => weft_agent::run(args).await.map(|_| ExitCode::SUCCESS),
         }
     });
     match result {

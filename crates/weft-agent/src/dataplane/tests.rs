@@ -1,0 +1,404 @@
+//! Pure tests of rendering and diffing: no kernel, no root.
+
+use std::net::IpAddr;
+
+use weft_model::ids::Vni;
+use weft_model::node::{LocalInterface, NodeNetwork, NodeRoute, vn_table, vtep_mac};
+
+use super::*;
+use crate::attachment::Attachment;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn iface(pod: &str, vni: u32, addr: &str) -> LocalInterface {
+    LocalInterface {
+        namespace: "default".into(),
+        pod: pod.into(),
+        pod_uid: String::new(),
+        interface: "eth0".into(),
+        network: format!("net{vni}"),
+        table: vn_table(Vni(vni)),
+        vni: Vni(vni),
+        ip: ip(addr),
+        prefix_len: 12,
+        gateway: Some(ip("10.47.255.254")),
+        mac: MacAddr::derived_from(pod),
+        primary: true,
+    }
+}
+
+fn local(pod: &str, prefix: &str, vni: u32) -> NodeRoute {
+    NodeRoute {
+        prefix: net(prefix),
+        next_hop: NextHop::Local {
+            interface: format!("default/{pod}/eth0"),
+        },
+        network: format!("net{vni}"),
+    }
+}
+
+fn remote(node: &str, prefix: &str, vni: u32) -> NodeRoute {
+    NodeRoute {
+        prefix: net(prefix),
+        next_hop: NextHop::Remote {
+            node: node.into(),
+            vni: Vni(vni),
+        },
+        network: format!("net{vni}"),
+    }
+}
+
+fn network(vni: u32, routes: Vec<NodeRoute>) -> NodeNetwork {
+    NodeNetwork {
+        fq_name: format!("net{vni}"),
+        vni: Vni(vni),
+        table: vn_table(Vni(vni)),
+        gateway: Some(ip("10.47.255.254")),
+        routes,
+    }
+}
+
+/// Node 2 of the cross-node scenario: pod B (VNI 1) and pod C (VNI 4); pod A on n1.
+fn node2() -> NodeState {
+    NodeState {
+        node: "n2".into(),
+        revision: 3,
+        underlay_ip: Some(ip("192.0.2.2")),
+        vtep_mac: vtep_mac("n2"),
+        peers: vec![VtepPeer {
+            node: "n1".into(),
+            underlay_ip: ip("192.0.2.1"),
+            vtep_mac: vtep_mac("n1"),
+        }],
+        networks: vec![
+            network(
+                1,
+                vec![
+                    local("b", "10.47.255.251/32", 1),
+                    remote("n1", "10.47.255.252/32", 1),
+                ],
+            ),
+            network(4, vec![local("c", "10.47.255.249/32", 4)]),
+        ],
+        interfaces: vec![iface("b", 1, "10.47.255.251"), iface("c", 4, "10.47.255.249")],
+        warnings: vec![],
+    }
+}
+
+fn attached(pods: &[&str]) -> Attachments {
+    pods.iter()
+        .map(|p| {
+            (
+                format!("default/{p}/eth0"),
+                Attachment {
+                    container_id: format!("cid-{p}"),
+                    if_name: "eth0".into(),
+                    host_if_name: format!("weft{p}"),
+                },
+            )
+        })
+        .collect()
+}
+
+fn rule(table: u32, iif: &str, tun_id: Option<u64>, dst: Option<&str>) -> RuleSpec {
+    RuleSpec {
+        priority: RULE_PREF,
+        table,
+        iif: Some(iif.into()),
+        tun_id,
+        dst: dst.map(net),
+        src: None,
+        fwmark: None,
+    }
+}
+
+#[test]
+fn next_hops_come_from_the_underlay_and_never_collide() {
+    let peer = |n: &str, u: &str| VtepPeer {
+        node: n.into(),
+        underlay_ip: ip(u),
+        vtep_mac: vtep_mac(n),
+    };
+    let hops = peer_next_hops(&[
+        peer("b", "192.0.2.2"),
+        peer("a", "10.9.2.2"),      // same low 16 bits as b, sorts first
+        peer("c", "192.0.0.0"),     // low bits 0.0: not usable
+        peer("d", "10.0.255.255"),  // low bits 255.255: not usable
+        peer("e", "2001:db8::1:7"), // IPv6 underlay: low 16 bits
+    ]);
+    assert_eq!(hops["a"], "169.254.2.2".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(hops["b"], "169.254.2.3".parse::<Ipv4Addr>().unwrap());
+    // d (10.0.255.255) sorts first: 255.255 wraps to 0.0, taken as 0.1; c then gets 0.2.
+    assert_eq!(hops["d"], "169.254.0.1".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(hops["c"], "169.254.0.2".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(hops["e"], "169.254.0.7".parse::<Ipv4Addr>().unwrap());
+    // Order of the input does not matter.
+    let again = peer_next_hops(&[
+        peer("e", "2001:db8::1:7"),
+        peer("d", "10.0.255.255"),
+        peer("c", "192.0.0.0"),
+        peer("b", "192.0.2.2"),
+        peer("a", "10.9.2.2"),
+    ]);
+    assert_eq!(hops, again);
+}
+
+#[test]
+fn desired_state_of_a_node_with_two_networks() {
+    let (k, warnings) = render(&node2(), &attached(&["b", "c"]));
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    assert_eq!(k.sysctls["net/ipv4/ip_forward"], "1");
+    assert_eq!(k.sysctls["net/ipv4/conf/all/rp_filter"], "0");
+    assert_eq!(k.sysctls["net/ipv4/conf/default/rp_filter"], "0");
+    assert_eq!(k.sysctls["net/ipv4/conf/weft-vxlan/rp_filter"], "0");
+
+    let vx = &k.links[VXLAN_DEVICE];
+    assert_eq!(
+        vx.kind,
+        LinkKind::Vxlan(VxlanSpec {
+            local: Some(ip("192.0.2.2")),
+            port: 4789,
+            external: true,
+            learning: false
+        })
+    );
+    assert_eq!(vx.mac, Some(vtep_mac("n2")));
+    assert_eq!(vx.mtu, Some(1450));
+    assert!(vx.up);
+    assert_eq!(k.links[GW_DEVICE].kind, LinkKind::Dummy);
+    // Both networks use 10.47.255.254: one address.
+    assert_eq!(
+        k.addresses.iter().map(|a| a.addr.to_string()).collect::<Vec<_>>(),
+        vec!["10.47.255.254/32"]
+    );
+
+    let expected_rules: BTreeSet<RuleSpec> = [
+        rule(10_001, VXLAN_DEVICE, Some(1), None),
+        rule(10_004, VXLAN_DEVICE, Some(4), None),
+        rule(10_001, "weftb", None, None),
+        rule(10_004, "weftc", None, None),
+        rule(10_001, "lo", None, Some("10.47.255.251/32")),
+        rule(10_004, "lo", None, Some("10.47.255.249/32")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(k.rules, expected_rules);
+
+    let routes: Vec<String> = k.routes.values().map(|r| RouteDisplay(r).to_string()).collect();
+    assert_eq!(
+        routes,
+        vec![
+            "unreachable default table 10001",
+            "10.47.255.251/32 dev weftb scope link table 10001",
+            "10.47.255.252/32 via 169.254.2.1 dev weft-vxlan onlink encap ip id 1 dst 192.0.2.1 table 10001",
+            "unreachable default table 10004",
+            "10.47.255.249/32 dev weftc scope link table 10004",
+        ]
+    );
+    assert_eq!(k.neighbours.len(), 1);
+    let n = &k.neighbours[&(VXLAN_DEVICE.to_string(), ip("169.254.2.1"))];
+    assert_eq!(n.mac, Some(vtep_mac("n1")));
+    assert!(n.permanent);
+}
+
+#[test]
+fn unattached_pods_and_unknown_peers_are_left_out_with_a_warning() {
+    let mut state = node2();
+    state.networks[0].routes.push(remote("n9", "10.47.255.1/32", 1));
+    let (k, warnings) = render(&state, &attached(&["c"]));
+    assert!(!k.rules.iter().any(|r| r.iif.as_deref() == Some("weftb")));
+    assert!(!k.routes.values().any(|r| r.dev.as_deref() == Some("weftb")));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("default/b/eth0") && w.contains("not attached")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("n9")), "{warnings:?}");
+    // Attachments of pods the state does not know are ignored.
+    let k2 = desired(&state, &attached(&["c", "zz"]));
+    assert_eq!(k, k2);
+}
+
+#[test]
+fn no_peer_used_means_no_neighbour() {
+    let mut state = node2();
+    state.networks[0]
+        .routes
+        .retain(|r| matches!(r.next_hop, NextHop::Local { .. }));
+    let k = desired(&state, &attached(&["b", "c"]));
+    assert!(k.neighbours.is_empty());
+}
+
+#[test]
+fn converged_kernel_needs_no_ops() {
+    let k = desired(&node2(), &attached(&["b", "c"]));
+    assert!(diff(&k, &k).is_empty());
+}
+
+#[test]
+fn empty_kernel_is_built_in_dependency_order() {
+    let k = desired(&node2(), &attached(&["b", "c"]));
+    let fresh = KernelState {
+        devices: ["lo", "weftb", "weftc"].iter().map(|d| d.to_string()).collect(),
+        ..KernelState::default()
+    };
+    let ops = diff(&k, &fresh);
+    let pos = |pred: &dyn Fn(&KernelOp) -> bool| ops.iter().position(pred).unwrap();
+    let forward = pos(&|o| matches!(o, KernelOp::SetSysctl { key, .. } if key == "net/ipv4/ip_forward"));
+    let vxlan = pos(&|o| matches!(o, KernelOp::AddLink(l) if l.name == VXLAN_DEVICE));
+    let vx_sysctl = pos(&|o| matches!(o, KernelOp::SetSysctl { key, .. } if key.contains(VXLAN_DEVICE)));
+    let neigh = pos(&|o| matches!(o, KernelOp::ReplaceNeighbour(_)));
+    let route = pos(&|o| matches!(o, KernelOp::ReplaceRoute(r) if r.encap.is_some()));
+    let rule = pos(&|o| matches!(o, KernelOp::AddRule(_)));
+    assert!(forward < vxlan && vxlan < vx_sysctl && vx_sysctl < neigh && neigh < route && route < rule);
+    assert!(!ops.iter().any(|o| matches!(
+        o,
+        KernelOp::DelRule(_) | KernelOp::DelRoute(_) | KernelOp::DelLink { .. }
+    )));
+    assert_eq!(
+        ops.len(),
+        4 + 2 + 1 + 1 + 5 + 6,
+        "sysctls, links, address, neighbour, routes, rules: {ops:#?}"
+    );
+}
+
+#[test]
+fn removed_network_and_detached_pod_are_deleted_last() {
+    let before = desired(&node2(), &attached(&["b", "c"]));
+    let mut state = node2();
+    state.networks.truncate(1);
+    state.interfaces.truncate(1);
+    let after = desired(&state, &attached(&["b"]));
+    let ops = diff(&after, &before);
+    let text: Vec<String> = ops.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        vec![
+            "ip rule del pref 1000 to 10.47.255.249/32 iif lo lookup 10004",
+            "ip rule del pref 1000 iif weft-vxlan tun_id 4 lookup 10004",
+            "ip rule del pref 1000 iif weftc lookup 10004",
+            "ip route del unreachable default table 10004",
+            "ip route del 10.47.255.249/32 dev weftc scope link table 10004",
+        ]
+    );
+}
+
+#[test]
+fn changed_fields_are_replaced_in_place() {
+    let want = desired(&node2(), &attached(&["b", "c"]));
+    let mut have = want.clone();
+    // Someone changed the MTU, brought weft-gw down, reset a sysctl and pointed the
+    // remote route elsewhere.
+    if let Some(l) = have.links.get_mut(VXLAN_DEVICE) {
+        l.mtu = Some(1500);
+    }
+    if let Some(l) = have.links.get_mut(GW_DEVICE) {
+        l.up = false;
+        l.mac = Some(MacAddr([2, 0, 0, 0, 0, 9]));
+    }
+    have.sysctls
+        .insert("net/ipv4/conf/all/rp_filter".into(), "1".into());
+    let remote_key = *want.routes.iter().find(|(_, r)| r.encap.is_some()).unwrap().0;
+    if let Some(r) = have.routes.get_mut(&remote_key) {
+        r.encap = Some(TunnelEncap {
+            id: 1,
+            dst: "192.0.2.77".parse().unwrap(),
+        });
+    }
+    let text: Vec<String> = diff(&want, &have).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        vec![
+            "sysctl -w net.ipv4.conf.all.rp_filter=0",
+            "ip link set weft-gw up",
+            "ip link set weft-vxlan mtu 1450 up",
+            "ip route replace 10.47.255.252/32 via 169.254.2.1 dev weft-vxlan onlink encap ip id 1 dst 192.0.2.1 table 10001",
+        ]
+    );
+}
+
+#[test]
+fn a_wrongly_configured_vxlan_is_recreated_with_everything_through_it() {
+    let want = desired(&node2(), &attached(&["b", "c"]));
+    let mut have = want.clone();
+    if let Some(l) = have.links.get_mut(VXLAN_DEVICE) {
+        l.kind = LinkKind::Vxlan(VxlanSpec {
+            local: None,
+            port: 8472,
+            external: true,
+            learning: false,
+        });
+    }
+    let ops = diff(&want, &have);
+    let text: Vec<String> = ops.iter().map(ToString::to_string).collect();
+    assert_eq!(text[0], "ip link del weft-vxlan");
+    assert!(text[1].starts_with("ip link add weft-vxlan address"), "{text:?}");
+    assert!(text.contains(&"sysctl -w net.ipv4.conf.weft-vxlan.rp_filter=0".to_string()));
+    assert!(text.iter().any(|t| t.starts_with("ip neigh replace 169.254.2.1")));
+    assert!(text.iter().any(|t| t.contains("encap ip id 1")));
+    // Rules name the device and survive its re-creation: nothing to do for them.
+    assert!(!text.iter().any(|t| t.starts_with("ip rule")), "{text:?}");
+}
+
+#[test]
+fn foreign_kind_under_an_owned_name_is_replaced() {
+    let want = desired(&node2(), &attached(&[]));
+    let mut have = want.clone();
+    if let Some(l) = have.links.get_mut(GW_DEVICE) {
+        l.kind = LinkKind::Other("bridge".into());
+    }
+    let text: Vec<String> = diff(&want, &have).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        vec![
+            "ip link del weft-gw",
+            "ip link add weft-gw type dummy && ip link set weft-gw up",
+            "ip addr add 10.47.255.254/32 dev weft-gw",
+        ]
+    );
+}
+
+#[test]
+fn routes_through_a_vanished_pod_veth_are_skipped() {
+    let k = desired(&node2(), &attached(&["b", "c"]));
+    let mut have = k.clone();
+    have.devices = ["lo", "weftb"].iter().map(|d| d.to_string()).collect();
+    // weftc is gone, and with it the kernel's route through it.
+    have.routes.retain(|_, r| r.dev.as_deref() != Some("weftc"));
+    assert!(diff(&k, &have).is_empty());
+}
+
+#[test]
+fn sysctl_device_names_only_devices() {
+    assert_eq!(
+        sysctl_device("net/ipv4/conf/weft-vxlan/rp_filter"),
+        Some("weft-vxlan")
+    );
+    assert_eq!(sysctl_device("net/ipv4/conf/all/rp_filter"), None);
+    assert_eq!(sysctl_device("net/ipv4/ip_forward"), None);
+}
+
+#[test]
+fn ipv6_and_foreign_tables_are_skipped() {
+    let mut state = node2();
+    state.interfaces[0].ip = ip("fd00::1");
+    state.networks[1].table = 254;
+    let (k, warnings) = render(&state, &attached(&["b", "c"]));
+    assert!(k.rules.iter().all(|r| r.table >= VN_TABLE_BASE));
+    assert!(
+        k.routes
+            .keys()
+            .all(|r| r.table >= VN_TABLE_BASE && r.dst.addr().is_ipv4())
+    );
+    assert!(!k.rules.iter().any(|r| r.iif.as_deref() == Some("weftb")));
+    assert!(warnings.iter().any(|w| w.contains("IPv6")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("254")), "{warnings:?}");
+}
