@@ -214,32 +214,12 @@ pub struct InterfaceConfig {
     pub mtu: Option<u32>,
 }
 
-/// A route for the pod.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteConfig {
-    /// Destination prefix.
-    pub dst: IpNet,
-    /// Next hop; a route straight out of the interface when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gw: Option<IpAddr>,
-}
+/// A route for the pod: the same shape as a route in the CNI result, so the plugin
+/// can pass the agent's routes through unchanged.
+pub type RouteConfig = crate::spec::Route;
 
-/// DNS settings (same shape as the CNI result's `dns`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DnsConfig {
-    /// Name servers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nameservers: Vec<String>,
-    /// Local domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
-    /// Search domains.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub search: Vec<String>,
-    /// Resolver options.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
-}
+/// DNS settings: the same shape as the CNI result's `dns`.
+pub type DnsConfig = crate::spec::Dns;
 
 #[cfg(test)]
 mod tests {
