@@ -33,6 +33,7 @@ use weft_model::node::{LocalInterface, NodeState};
 use crate::attachment::{self, Attachments};
 use crate::dataplane::{self, OVERLAY_MTU};
 use crate::kernel::{self, ReconcileReport};
+use crate::nft;
 use crate::state_dir::{StateDir, StateDirError};
 use crate::watch::StateSource;
 
@@ -138,6 +139,8 @@ struct Inner {
     reconcile: tokio::sync::Mutex<Option<rtnetlink::Handle>>,
     /// Last warnings of the renderer, logged when they change.
     warnings: Mutex<Vec<String>>,
+    /// What the last pass left in the nftables table `inet weft`.
+    nft_applied: Mutex<nft::Applied>,
 }
 
 /// The node agent. Cheap to clone (shared state).
@@ -209,6 +212,7 @@ impl Agent {
                 done,
                 reconcile: tokio::sync::Mutex::new(None),
                 warnings: Mutex::new(Vec::new()),
+                nft_applied: Mutex::new(nft::Applied::Unknown),
             }),
         })
     }
@@ -485,7 +489,9 @@ impl Agent {
         let Some(state) = state else {
             return Ok(ReconcileReport::default());
         };
-        let (desired, warnings) = dataplane::render(&state, &attachments);
+        let (desired, mut warnings) = dataplane::render(&state, &attachments);
+        let (nft_table, nft_warnings) = nft::render(&state, &attachments);
+        warnings.extend(nft_warnings);
         {
             let mut last = self.inner.warnings.lock().unwrap_or_else(|p| p.into_inner());
             if *last != warnings {
@@ -520,8 +526,26 @@ impl Agent {
                 }
             }
         };
+        let result = match result {
+            Ok(mut report) => {
+                let (outcome, applied) = self.sync_nft(nft_table).await;
+                *self.inner.nft_applied.lock().unwrap_or_else(|p| p.into_inner()) = applied;
+                match outcome {
+                    Ok(changed) => report.nft_changed = changed,
+                    Err(e) => report.nft_error = Some(e),
+                }
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(report) => {
+                if report.nft_changed {
+                    tracing::info!(table = "inet weft", "nftables table rewritten");
+                }
+                if let Some(e) = &report.nft_error {
+                    tracing::warn!(error = %e, "nftables table not applied; retrying later");
+                }
                 for op in &report.ops {
                     tracing::info!(op = %op, "programmed");
                 }
@@ -536,6 +560,37 @@ impl Agent {
             .done
             .send_modify(|done| *done = (*done).max(generation));
         result
+    }
+
+    /// Brings the nftables table in line with `wanted` on a blocking thread in the
+    /// target namespace; the error as text, and what the live table is now known to be.
+    async fn sync_nft(&self, wanted: Option<nft::NftTable>) -> (Result<bool, String>, nft::Applied) {
+        let mut last = self
+            .inner
+            .nft_applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let netns = self.inner.config.netns.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let outcome = match &netns {
+                Some(path) => weft_cni::run_in_netns(path, || {
+                    let outcome = nft::sync(wanted.as_ref(), &mut last).map_err(|e| e.to_string());
+                    (outcome, last)
+                })
+                .map_err(|e| e.to_string()),
+                None => Ok((
+                    nft::sync(wanted.as_ref(), &mut last).map_err(|e| e.to_string()),
+                    last,
+                )),
+            };
+            match outcome {
+                Ok(pair) => pair,
+                Err(e) => (Err(e), nft::Applied::Unknown),
+            }
+        })
+        .await;
+        joined.unwrap_or_else(|e| (Err(format!("nftables worker failed: {e}")), nft::Applied::Unknown))
     }
 
     /// Waits until a reconcile pass covering `generation` has completed, at most

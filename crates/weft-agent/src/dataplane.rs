@@ -16,9 +16,15 @@
 //! * sysctls listed in [`desired`] (`ip_forward`, `rp_filter`), nothing else;
 //! * the links [`VXLAN_DEVICE`] (`weft-vxlan`) and [`GW_DEVICE`] (`weft-gw`), and the
 //!   IPv4 addresses on `weft-gw`;
-//! * IPv4 policy rules with preference [`RULE_PREF`] whose table is ≥ [`VN_TABLE_BASE`];
-//! * IPv4 routes in tables ≥ [`VN_TABLE_BASE`];
-//! * IPv4 neighbour entries on `weft-vxlan`.
+//! * IPv4 policy rules with preference [`RULE_PREF`] whose table is ≥ [`VN_TABLE_BASE`],
+//!   and the two rules with preference [`MARK_RULE_PREF`] and weft's service marks
+//!   (`fwmark` [`MARK_TO_BACKEND`] `lookup` [`SERVICE_TABLE`], `fwmark` [`MARK_REPLY`]
+//!   `lookup main`), present while a NodePort or external IP exists;
+//! * IPv4 routes in tables ≥ [`VN_TABLE_BASE`] (including [`SERVICE_TABLE`], the
+//!   backends of NodePort / external-IP services);
+//! * IPv4 neighbour entries on `weft-vxlan`;
+//! * the nftables table `inet weft` ([`crate::nft`], applied by the agent next to the
+//!   ops of this module).
 //!
 //! Everything else (the main table, other rules, the pods' veths, which `weft-cni`
 //! creates and deletes) is never touched. The overlay is IPv4 only for now: IPv6
@@ -46,9 +52,16 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use weft_model::ids::MacAddr;
-use weft_model::node::{NextHop, NodeState, VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT, VtepPeer};
+use weft_model::node::{
+    NextHop, NodeRoute, NodeState, SERVICE_TABLE, VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT, VtepPeer,
+};
 
 use crate::attachment::Attachments;
+use crate::nft::{MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, has_outside_services};
+
+/// The main routing table (`lookup main`): where replies of connections from outside
+/// the pod networks are routed (see [`crate::nft`]).
+pub const MAIN_TABLE: u32 = 254;
 
 /// Preference of every policy rule weft installs (and the only one it owns).
 pub const RULE_PREF: u32 = 1000;
@@ -249,14 +262,17 @@ pub struct RuleSpec {
     pub dst: Option<IpNet>,
     /// `from`.
     pub src: Option<IpNet>,
-    /// `fwmark` (only ever seen on foreign rules that squat weft's preference).
+    /// `fwmark` (exact match): weft's service marks ([`crate::nft`]), or a foreign rule
+    /// that squats weft's preference.
     pub fwmark: Option<u32>,
 }
 
 impl RuleSpec {
-    /// True for a rule in weft's space: preference [`RULE_PREF`], table ≥ [`VN_TABLE_BASE`].
+    /// True for a rule in weft's space: preference [`RULE_PREF`] with a table ≥
+    /// [`VN_TABLE_BASE`], or preference [`MARK_RULE_PREF`] with one of weft's marks.
     pub fn is_owned(&self) -> bool {
-        self.priority == RULE_PREF && self.table >= VN_TABLE_BASE
+        (self.priority == RULE_PREF && self.table >= VN_TABLE_BASE)
+            || (self.priority == MARK_RULE_PREF && matches!(self.fwmark, Some(MARK_TO_BACKEND | MARK_REPLY)))
     }
 }
 
@@ -545,63 +561,67 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
             continue;
         }
         for route in &network.routes {
-            let dst = route.prefix.trunc();
-            if !dst.addr().is_ipv4() {
-                warnings.push(format!(
-                    "table {}: IPv6 route {dst} skipped (IPv4 only)",
-                    network.table
-                ));
-                continue;
-            }
-            match &route.next_hop {
-                NextHop::Local { interface } => match host_ifs.get(interface) {
-                    Some(host_if) => {
-                        insert_route(&mut out, &mut warnings, local_route(network.table, dst, host_if));
-                    }
-                    None => warnings.push(format!(
-                        "table {}: {dst} goes to local interface {interface}, which is not attached yet",
-                        network.table
-                    )),
+            render_route(
+                &mut out,
+                &mut warnings,
+                network.table,
+                route,
+                &RouteContext {
+                    state,
+                    host_ifs: &host_ifs,
+                    next_hops: &next_hops,
                 },
-                NextHop::Remote { node, vni } => {
-                    let peer = state.peers.iter().find(|p| &p.node == node);
-                    let (Some(peer), Some(hop)) = (peer, next_hops.get(node)) else {
-                        warnings.push(format!(
-                            "table {}: {dst} is on node {node}, which is not among the peers; skipped",
-                            network.table
-                        ));
-                        continue;
-                    };
-                    let IpAddr::V4(peer_ip) = peer.underlay_ip else {
-                        warnings.push(format!(
-                            "table {}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
-                            network.table, peer.underlay_ip
-                        ));
-                        continue;
-                    };
-                    used_peers.insert(peer.node.as_str());
-                    insert_route(
-                        &mut out,
-                        &mut warnings,
-                        RouteSpec {
-                            key: RouteKey {
-                                table: network.table,
-                                dst,
-                                metric: 0,
-                            },
-                            kind: RouteKind::Unicast,
-                            scope: Scope::Universe,
-                            dev: Some(VXLAN_DEVICE.to_string()),
-                            via: Some(IpAddr::V4(*hop)),
-                            onlink: true,
-                            encap: Some(TunnelEncap {
-                                id: u64::from(vni.0),
-                                dst: peer_ip,
-                            }),
-                        },
-                    );
-                }
-            }
+                &mut used_peers,
+            );
+        }
+    }
+
+    // Connections from outside the pod networks (NodePort, external IPs): the agent's
+    // nftables table marks their packets; the original direction goes to the backends
+    // in SERVICE_TABLE (which fails fast like a network's table), the replies to the
+    // underlay through the main table. Both rules come before the pods' rules.
+    if has_outside_services(state) {
+        for (mark, table) in [(MARK_TO_BACKEND, SERVICE_TABLE), (MARK_REPLY, MAIN_TABLE)] {
+            out.rules.insert(RuleSpec {
+                priority: MARK_RULE_PREF,
+                table,
+                iif: None,
+                tun_id: None,
+                dst: None,
+                src: None,
+                fwmark: Some(mark),
+            });
+        }
+        insert_route(
+            &mut out,
+            &mut warnings,
+            RouteSpec {
+                key: RouteKey {
+                    table: SERVICE_TABLE,
+                    dst: IpNet::V4(Default::default()),
+                    metric: 0,
+                },
+                kind: RouteKind::Unreachable,
+                scope: Scope::Universe,
+                dev: None,
+                via: None,
+                onlink: false,
+                encap: None,
+            },
+        );
+        for route in &state.service_routes {
+            render_route(
+                &mut out,
+                &mut warnings,
+                SERVICE_TABLE,
+                route,
+                &RouteContext {
+                    state,
+                    host_ifs: &host_ifs,
+                    next_hops: &next_hops,
+                },
+                &mut used_peers,
+            );
         }
     }
 
@@ -625,6 +645,77 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
     }
 
     (out, warnings)
+}
+
+/// What [`render_route`] needs besides the route.
+struct RouteContext<'a> {
+    state: &'a NodeState,
+    host_ifs: &'a BTreeMap<String, String>,
+    next_hops: &'a BTreeMap<String, Ipv4Addr>,
+}
+
+/// Renders one route of the state into `table`: a local one to the attached veth, a
+/// remote one into the tunnel (recording the peer in `used_peers`).
+fn render_route<'a>(
+    out: &mut KernelState,
+    warnings: &mut Vec<String>,
+    table: u32,
+    route: &NodeRoute,
+    ctx: &RouteContext<'a>,
+    used_peers: &mut BTreeSet<&'a str>,
+) {
+    let dst = route.prefix.trunc();
+    if !dst.addr().is_ipv4() {
+        warnings.push(format!("table {table}: IPv6 route {dst} skipped (IPv4 only)"));
+        return;
+    }
+    match &route.next_hop {
+        NextHop::Local { interface } => match ctx.host_ifs.get(interface) {
+            Some(host_if) => {
+                insert_route(out, warnings, local_route(table, dst, host_if));
+            }
+            None => warnings.push(format!(
+                "table {table}: {dst} goes to local interface {interface}, which is not attached yet"
+            )),
+        },
+        NextHop::Remote { node, vni } => {
+            let peer = ctx.state.peers.iter().find(|p| &p.node == node);
+            let (Some(peer), Some(hop)) = (peer, ctx.next_hops.get(node)) else {
+                warnings.push(format!(
+                    "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
+                ));
+                return;
+            };
+            let IpAddr::V4(peer_ip) = peer.underlay_ip else {
+                warnings.push(format!(
+                    "table {table}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
+                    peer.underlay_ip
+                ));
+                return;
+            };
+            used_peers.insert(peer.node.as_str());
+            insert_route(
+                out,
+                warnings,
+                RouteSpec {
+                    key: RouteKey {
+                        table,
+                        dst,
+                        metric: 0,
+                    },
+                    kind: RouteKind::Unicast,
+                    scope: Scope::Universe,
+                    dev: Some(VXLAN_DEVICE.to_string()),
+                    via: Some(IpAddr::V4(*hop)),
+                    onlink: true,
+                    encap: Some(TunnelEncap {
+                        id: u64::from(vni.0),
+                        dst: peer_ip,
+                    }),
+                },
+            );
+        }
+    }
 }
 
 fn local_route(table: u32, dst: IpNet, host_if: &str) -> RouteSpec {

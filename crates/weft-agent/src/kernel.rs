@@ -689,12 +689,16 @@ pub struct ReconcileReport {
     pub ops: Vec<KernelOp>,
     /// The ops that failed.
     pub failures: Vec<OpFailure>,
+    /// The nftables table was rewritten (or removed) in this pass.
+    pub nft_changed: bool,
+    /// Why the nftables table could not be brought in line, if it could not.
+    pub nft_error: Option<String>,
 }
 
 impl ReconcileReport {
-    /// True when every op succeeded.
+    /// True when every op succeeded (the nftables table included).
     pub fn is_clean(&self) -> bool {
-        self.failures.is_empty()
+        self.failures.is_empty() && self.nft_error.is_none()
     }
 }
 
@@ -707,7 +711,11 @@ pub async fn reconcile(handle: &Handle, desired: &KernelState) -> Result<Reconci
         tracing::debug!(op = %op, "applying");
     }
     let failures = apply(handle, &ops).await;
-    Ok(ReconcileReport { ops, failures })
+    Ok(ReconcileReport {
+        ops,
+        failures,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

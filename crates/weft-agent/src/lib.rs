@@ -13,13 +13,18 @@
 //!                 │                                                v                     │
 //!                 │   run_reconciler (on change + every 30 s):                            │
 //!                 │     dataplane::desired ─> kernel::dump ─> dataplane::diff ─> apply ──┼─> kernel
-//!                 └─────────────────────────────────────────────────────────────────────┘   (netlink,
-//!                                                                                            /proc/sys)
+//!                 │     nft::render ─> (fingerprint changed?) ─> nft -j -f - ────────────┼─> (netlink,
+//!                 └─────────────────────────────────────────────────────────────────────┘   /proc/sys,
+//!                                                                                            inet weft)
 //! ```
 //!
 //! Modules:
 //! * [`dataplane`]: what the kernel should look like, as data, and the diff (pure).
 //! * [`kernel`]: reading the kernel and applying ops over rtnetlink.
+//! * [`nft`]: the nftables table `inet weft` (service load balancing: VIP / NodePort /
+//!   external-IP DNAT, fail-fast rejects, the reply-only guard), rendered purely and
+//!   applied atomically with `nft -j`; its module docs describe the packet paths and
+//!   why they keep TF's isolation.
 //! * [`attachment`]: which host veth carries which pod interface.
 //! * [`state_dir`]: persistence of the state and the attachments.
 //! * [`watch`]: the [`watch::StateSource`] trait over the controller client.
@@ -29,6 +34,7 @@ pub mod agent;
 pub mod attachment;
 pub mod dataplane;
 pub mod kernel;
+pub mod nft;
 pub mod state_dir;
 pub mod watch;
 

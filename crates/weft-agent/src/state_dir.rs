@@ -165,6 +165,8 @@ mod tests {
             peers: vec![],
             networks: vec![],
             interfaces: vec![],
+            services: vec![],
+            service_routes: vec![],
             warnings: vec![],
         };
         sd.save_node_state(&state).unwrap();

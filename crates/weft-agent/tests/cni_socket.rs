@@ -48,6 +48,8 @@ fn state() -> NodeState {
             mac: MacAddr([2, 0, 0, 0, 0, 0x0a]),
             primary: true,
         }],
+        services: vec![],
+        service_routes: vec![],
         warnings: vec![],
     }
 }

@@ -174,6 +174,7 @@ fn route(prefix: &str, next_hop: NextHop, vni: u32) -> NodeRoute {
         prefix: prefix.parse().unwrap(),
         next_hop,
         network: format!("net{vni}"),
+        reply_only: false,
     }
 }
 
@@ -224,6 +225,8 @@ fn node1_state() -> NodeState {
             ],
         )],
         interfaces: vec![pod_iface("a", 1, "10.47.255.252")],
+        services: vec![],
+        service_routes: vec![],
         warnings: vec![],
     }
 }
@@ -250,6 +253,8 @@ fn node2_state() -> NodeState {
             pod_iface("b", 1, "10.47.255.251"),
             pod_iface("c", 4, "10.47.255.249"),
         ],
+        services: vec![],
+        service_routes: vec![],
         warnings: vec![],
     }
 }

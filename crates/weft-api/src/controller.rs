@@ -25,7 +25,7 @@ use weft_model::config::EffectiveConfig;
 use weft_model::node::NodeState;
 use weft_model::{
     DerivedKind, DerivedObject, InputChange, InputKey, InputKind, InputObject, InterfaceAttachment,
-    VirtualNetworkRecord,
+    ServiceRecord, VirtualNetworkRecord,
 };
 use weft_store::{ConfigStore, StoreError, Txn};
 use weft_translator::{ApplyAction, DerivedChange, Translator};
@@ -76,6 +76,7 @@ struct RoutingInputs {
     revision: u64,
     networks: Vec<VirtualNetworkRecord>,
     interfaces: Vec<InterfaceAttachment>,
+    services: Vec<ServiceRecord>,
     nodes: Vec<Node>,
 }
 
@@ -428,11 +429,12 @@ impl Controller {
     /// tables, routes, VXLAN peers and local interfaces (see [`weft_routing`]).
     pub async fn node_state(&self, node: &str) -> NodeState {
         let inputs = self.routing_inputs().await;
-        weft_routing::compile_node_state(
+        weft_routing::compile_node_state_with_services(
             node,
             inputs.revision,
             &inputs.networks,
             &inputs.interfaces,
+            &inputs.services,
             &inputs.nodes,
         )
     }
@@ -457,6 +459,12 @@ impl Controller {
                 interfaces.push(i.clone());
             }
         }
+        let mut services = Vec::new();
+        for d in t.derived(DerivedKind::Service) {
+            if let DerivedObject::Service(s) = d {
+                services.push(s.clone());
+            }
+        }
         let nodes = t
             .inputs()
             .filter_map(|o| match o {
@@ -469,6 +477,7 @@ impl Controller {
             revision,
             networks,
             interfaces,
+            services,
             nodes,
         });
         if let Ok(mut slot) = self.routing.lock()

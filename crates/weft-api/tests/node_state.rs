@@ -95,13 +95,29 @@ async fn expected_state(c: &Controller, node: &str) -> NodeState {
             _ => None,
         })
         .collect();
+    let services: Vec<_> = c
+        .derived(DerivedKind::Service, None)
+        .await
+        .into_iter()
+        .filter_map(|d| match d {
+            DerivedObject::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
     let nodes: Vec<k8s_openapi::api::core::v1::Node> = c
         .inputs(InputKind::Node, None)
         .await
         .into_iter()
         .map(|v| serde_json::from_value(v).expect("node"))
         .collect();
-    weft_routing::compile_node_state(node, c.revision(), &networks, &interfaces, &nodes)
+    weft_routing::compile_node_state_with_services(
+        node,
+        c.revision(),
+        &networks,
+        &interfaces,
+        &services,
+        &nodes,
+    )
 }
 
 async fn next_state<S>(stream: &mut S) -> NodeState

@@ -67,19 +67,40 @@ impl fmt::Display for PortProto {
     }
 }
 
+/// The request that makes the echo server answer with who it is instead of echoing
+/// (a line of its own: one datagram, or one write on a TCP connection).
+pub const WHOAMI: &[u8] = b"weft-whoami\n";
+
+/// What the server sends back for `data`: its tag line for [`WHOAMI`] (when it has a
+/// tag), else `data` itself.
+fn answer<'a>(data: &'a [u8], tag: Option<&'a [u8]>) -> &'a [u8] {
+    match tag {
+        Some(tag) if data == WHOAMI => tag,
+        _ => data,
+    }
+}
+
 /// Serves TCP echo on `tcp` ports and UDP echo on `udp` ports (all addresses), writes
 /// `ready_file` once every socket is bound, and runs until killed.
 pub async fn serve(tcp: &[u16], udp: &[u16], ready_file: Option<&Path>) -> Result<()> {
+    serve_as(None, tcp, udp, ready_file).await
+}
+
+/// [`serve`], answering [`WHOAMI`] with `tag` and a newline (the lab passes the pod's
+/// `namespace/name`, so a probe through a service sees which backend answered).
+pub async fn serve_as(tag: Option<&str>, tcp: &[u16], udp: &[u16], ready_file: Option<&Path>) -> Result<()> {
+    let tag: Option<std::sync::Arc<[u8]>> = tag.map(|t| format!("{t}\n").into_bytes().into());
     let mut tasks = tokio::task::JoinSet::new();
     for port in tcp {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", *port))
             .await
             .with_context(|| format!("binding TCP port {port}"))?;
+        let tag = tag.clone();
         tasks.spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(echo_tcp(stream));
+                        tokio::spawn(echo_tcp(stream, tag.clone()));
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
@@ -90,11 +111,12 @@ pub async fn serve(tcp: &[u16], udp: &[u16], ready_file: Option<&Path>) -> Resul
         let socket = tokio::net::UdpSocket::bind(("0.0.0.0", *port))
             .await
             .with_context(|| format!("binding UDP port {port}"))?;
+        let tag = tag.clone();
         tasks.spawn(async move {
             let mut buf = vec![0u8; 65536];
             loop {
                 if let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-                    let _ = socket.send_to(&buf[..n], peer).await;
+                    let _ = socket.send_to(answer(&buf[..n], tag.as_deref()), peer).await;
                 }
             }
         });
@@ -109,13 +131,13 @@ pub async fn serve(tcp: &[u16], udp: &[u16], ready_file: Option<&Path>) -> Resul
 }
 
 /// Reads and writes back until the peer closes (or stays idle too long), then closes.
-async fn echo_tcp(mut stream: tokio::net::TcpStream) {
+async fn echo_tcp(mut stream: tokio::net::TcpStream, tag: Option<std::sync::Arc<[u8]>>) {
     let mut buf = vec![0u8; 16384];
     loop {
         match tokio::time::timeout(ECHO_IDLE, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => {
-                if stream.write_all(&buf[..n]).await.is_err() {
+                if stream.write_all(answer(&buf[..n], tag.as_deref())).await.is_err() {
                     break;
                 }
             }
@@ -281,6 +303,85 @@ pub fn probe_from_netns(netns: &str, target: SocketAddr, proto: Proto, timeout: 
     }
 }
 
+/// Asks the echo server at `target` who it is ([`WHOAMI`]) from the calling thread's
+/// namespace, on a new TCP connection or one datagram; its tag, or how the attempt
+/// ended.
+pub fn whoami_here(target: SocketAddr, proto: Proto, timeout: Duration) -> Result<String, ProbeOutcome> {
+    let start = Instant::now();
+    let fail = |e: std::io::Error| ProbeOutcome {
+        kind: classify(&e),
+        detail: e.to_string(),
+        millis: start.elapsed().as_secs_f64() * 1000.0,
+    };
+    match proto {
+        Proto::Tcp => {
+            let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(fail)?;
+            whoami_on(&mut stream, timeout).map_err(fail)
+        }
+        Proto::Udp => {
+            let exchange = || -> std::io::Result<String> {
+                let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+                socket.connect(target)?;
+                socket.set_read_timeout(Some(timeout))?;
+                socket.send(WHOAMI)?;
+                let mut buf = vec![0u8; 2048];
+                let n = socket.recv(&mut buf)?;
+                Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+            };
+            exchange().map_err(fail)
+        }
+    }
+}
+
+/// Asks [`WHOAMI`] on an open connection (which stays open): the tag line.
+pub fn whoami_on(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(WHOAMI)?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 512 {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the answer",
+            ));
+        }
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// [`whoami_here`] from inside the named network namespace (on a dedicated thread).
+pub fn whoami_from_netns(
+    netns: &str,
+    target: SocketAddr,
+    proto: Proto,
+    timeout: Duration,
+) -> Result<String, ProbeOutcome> {
+    let path = PathBuf::from(crate::names::NETNS_DIR).join(netns);
+    match weft_cni::run_in_netns(&path, || whoami_here(target, proto, timeout)) {
+        Ok(r) => r,
+        Err(e) => Err(ProbeOutcome {
+            kind: ProbeKind::Error,
+            detail: e.to_string(),
+            millis: 0.0,
+        }),
+    }
+}
+
+/// Opens a TCP connection from inside the named network namespace; the socket stays in
+/// that namespace whatever thread uses it later (for long-lived connection tests).
+pub fn connect_from_netns(netns: &str, target: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+    let path = PathBuf::from(crate::names::NETNS_DIR).join(netns);
+    weft_cni::run_in_netns(&path, || TcpStream::connect_timeout(&target, timeout))
+        .with_context(|| format!("entering {netns}"))?
+        .with_context(|| format!("connecting to {target} from {netns}"))
+}
+
 /// Parses the `--tcp`/`--udp` lists of `weft lab echo`, refusing an empty set.
 pub fn check_ports(tcp: &[u16], udp: &[u16]) -> Result<()> {
     if tcp.is_empty() && udp.is_empty() {
@@ -348,6 +449,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.kind, ProbeKind::Refused, "{out:?}");
+
+        // With a tag (on fresh ports): who-am-I on both protocols, plain echo otherwise.
+        let (tport, uport) = {
+            let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            (t.local_addr().unwrap().port(), u.local_addr().unwrap().port())
+        };
+        let server = tokio::spawn(async move { serve_as(Some("ns/pod"), &[tport], &[uport], None).await });
+        let mut who = None;
+        for _ in 0..100 {
+            if let Ok(w) = tokio::task::spawn_blocking(move || whoami_here(addr(tport), Proto::Tcp, t))
+                .await
+                .unwrap()
+            {
+                who = Some(w);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(who.as_deref(), Some("ns/pod"));
+        let udp_who = tokio::task::spawn_blocking(move || whoami_here(addr(uport), Proto::Udp, t))
+            .await
+            .unwrap();
+        assert_eq!(udp_who.as_deref().ok(), Some("ns/pod"));
+        let out = tokio::task::spawn_blocking(move || probe_here(addr(tport), Proto::Tcp, t))
+            .await
+            .unwrap();
+        assert!(out.ok(), "{out:?}");
+        server.abort();
         assert!(check_ports(&[], &[]).is_err());
     }
 }

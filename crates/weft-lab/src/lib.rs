@@ -40,11 +40,13 @@
 //!
 //! Modules: [`topology`] (up, down, start/stop, status), [`pods`] (manifests, CNI,
 //! sandboxes), [`echo`] (echo server and probe), [`inspect`] (probe, matrix, routes,
-//! exec), [`state`] (`state.json`, lock), [`names`], [`sys`] (processes, `ip`).
+//! exec), [`state`] (`state.json`, lock), [`names`], [`sys`] (processes, `ip`),
+//! `bench` (CNI latency) and [`bench_throughput`] (goodput vs VXLAN and veth).
 //!
 //! Not yet: secondary interfaces (`k8s.v1.cni.cncf.io/networks`) are not attached —
 //! the lab runs CNI ADD for `eth0` only.
 
+pub mod bench_throughput;
 pub mod echo;
 pub mod inspect;
 pub mod names;
@@ -228,11 +230,16 @@ pub enum LabCommand {
         #[arg(long)]
         config: Option<String>,
     },
-    /// Measure CNI ADD/DEL latency and time from apply to first successful probe.
+    /// Measure CNI ADD/DEL latency and time from apply to first successful probe
+    /// (`bench throughput`: TCP goodput of weft vs hand-made VXLAN vs bare veth).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         /// Pods to create (spread over the nodes).
         #[arg(long, default_value_t = 10)]
         pods: usize,
+        /// Another benchmark instead.
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
     },
     /// (internal) The echo server run in each pod.
     #[command(hide = true)]
@@ -243,7 +250,7 @@ pub enum LabCommand {
         /// UDP ports.
         #[arg(long)]
         udp: Vec<u16>,
-        /// Who this is (for `ps`).
+        /// Who this is (for `ps`, and the answer to a `weft-whoami` line).
         #[arg(long)]
         tag: Option<String>,
         /// Written once every port is bound.
@@ -255,6 +262,25 @@ pub enum LabCommand {
     CniPlugin,
 }
 
+/// The benchmarks of `weft lab bench` other than the default (CNI latency).
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// TCP goodput pod -> pod across two nodes of a fresh lab, compared in the same run
+    /// with a hand-made kernel VXLAN path and a bare veth pair (namespaces of its own,
+    /// removed afterwards; ignores --name).
+    Throughput {
+        /// Seconds of traffic per path.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Parallel TCP streams per path.
+        #[arg(long, default_value_t = 1)]
+        streams: usize,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
 /// Runs `weft lab …`.
 pub async fn run(args: LabArgs) -> Result<ExitCode> {
     let progress = Progress::new();
@@ -263,14 +289,31 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
         LabCommand::Echo {
             tcp,
             udp,
-            tag: _,
+            tag,
             ready_file,
         } => {
             echo::check_ports(&tcp, &udp)?;
-            echo::serve(&tcp, &udp, ready_file.as_deref()).await?;
+            echo::serve_as(tag.as_deref(), &tcp, &udp, ready_file.as_deref()).await?;
             return Ok(ExitCode::SUCCESS);
         }
         LabCommand::CniPlugin => return Ok(cni_plugin()),
+        LabCommand::Bench {
+            what:
+                Some(BenchCommand::Throughput {
+                    seconds,
+                    streams,
+                    output,
+                }),
+            ..
+        } => {
+            let opts = bench_throughput::ThroughputOptions {
+                seconds,
+                streams,
+                json: output == Format::Json,
+            };
+            bench_throughput::run(&opts, &progress).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let lab = LabName::new(&args.name)?;
@@ -335,7 +378,7 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
             let code = pods::cni_command(&lab, &pod, &command, config.as_deref()).await?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
-        LabCommand::Bench { pods } => bench::run(&lab, pods, &progress)
+        LabCommand::Bench { pods, .. } => bench::run(&lab, pods, &progress)
             .await
             .map(|()| ExitCode::SUCCESS),
         LabCommand::Echo { .. } | LabCommand::CniPlugin => Ok(ExitCode::SUCCESS),

@@ -671,3 +671,95 @@ fn echo_and_probe_between_namespaces() {
     lab.ok(&["down"]);
     assert!(!netns_list().iter().any(|n| n.starts_with(&format!("wl-{name}-"))));
 }
+
+/// Processes whose command line contains `needle` (not this test).
+fn processes_naming(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok() && n != me)
+        })
+        .filter_map(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            line.contains(needle)
+                .then(|| format!("{}: {line}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// `weft lab bench throughput` for 1 s per path: every path moves bytes, and nothing of
+/// the bench (lab, namespaces, processes) is left. No figure is checked.
+#[test]
+fn throughput_bench_moves_bytes_and_leaves_nothing() {
+    require_root!();
+    let mut cmd = Command::new(weft());
+    cmd.args(["lab", "bench", "throughput", "--seconds", "1", "-o", "json"]);
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "bench throughput failed:\n{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let paths = report["paths"].as_array().unwrap();
+    let kinds: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["weft", "hand-vxlan", "bare-veth"], "{report}");
+    for p in paths {
+        assert!(p["bytes"].as_u64().unwrap() > 0, "{p}");
+    }
+    // The weft pods' MTU, as the brief of the comparison says.
+    assert_eq!(paths[0]["mtu"], 1450, "{report}");
+    let lab = report["lab"].as_str().unwrap();
+    let ours: Vec<String> = report["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    assert!(ours.len() >= 7, "{report}");
+    let prefix = format!("wl-{lab}-");
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix) || ours.contains(n))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    let dir = format!("/run/weft/lab/{lab}");
+    assert!(!Path::new(&dir).exists(), "{dir} left");
+    let procs = processes_naming(&format!("{dir}/"));
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+}
+
+/// `weft lab bench --pods 4` on a 2-node lab prints the three figures over every pod
+/// and removes its pods. No figure is checked.
+#[test]
+fn pod_bench_reports_and_cleans_up() {
+    require_root!();
+    let lab = Lab::up('h', 2, &[]);
+    let out = lab.ok(&["bench", "--pods", "4"]);
+    for line in [
+        "CNI ADD (plugin run)",
+        "CNI DEL (plugin run)",
+        "apply -> first probe (x-node)",
+    ] {
+        let l = out
+            .lines()
+            .find(|l| l.starts_with(line))
+            .unwrap_or_else(|| panic!("no {line:?} in:\n{out}"));
+        assert!(l.contains("n=4 "), "{l}");
+    }
+    let status = lab.status();
+    let left: Vec<&String> = status["pods"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("weft-bench/"))
+        .collect();
+    assert!(left.is_empty(), "bench pods left: {left:?}");
+    let bench_ns = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("wl-{}-p", lab.name)))
+        .count();
+    assert_eq!(bench_ns, 0, "pod namespaces left");
+}

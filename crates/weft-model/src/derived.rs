@@ -3,6 +3,7 @@
 //! [`InterfaceAttachment`], native load balancer as [`ServiceRecord`], firewall policy).
 //! They are stored, shown by `weft get`, and compiled into per-node forwarding state.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -140,6 +141,12 @@ pub struct BackendRecord {
     pub node: Option<String>,
     /// Ready to receive traffic.
     pub ready: bool,
+    /// Target port on this backend per service port name (the EndpointSlice's ports, or
+    /// a named targetPort resolved against the pod's containerPorts). A service port
+    /// missing here uses its numeric targetPort; a named one missing here is not
+    /// served by this backend.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub target_ports: BTreeMap<String, u16>,
 }
 
 /// A service as TF's native load balancer: VIP in the service network, ports, backends.

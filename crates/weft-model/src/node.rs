@@ -14,8 +14,16 @@
 //! `encap ip id <VNI of the destination network> dst <remote node>` through the one
 //! external-mode VXLAN device. Route leaking between connected networks is done here,
 //! by copying routes between tables, never by sharing a table.
+//!
+//! Services ([`NodeService`], TF's native ECMP load balancer, reference §7.1–7.3): the
+//! node's agent DNATs a VIP (or an external IP, or a NodePort on the node's own
+//! address) to one of the ready backends it lists, so every node balances on its own.
+//! For that the compiler also puts each backend's /32 into the tables of the networks
+//! allowed to use the service (the *client tables*), the clients' /32s into the
+//! backends' tables for the replies only ([`NodeRoute::reply_only`]), and the backends
+//! of NodePort / external-IP services into [`SERVICE_TABLE`] ([`NodeState::service_routes`]).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -26,6 +34,11 @@ use crate::ids::{MacAddr, Vni};
 /// VNI, the same on every node.
 pub const VN_TABLE_BASE: u32 = 10_000;
 
+/// Routing table of the backends of NodePort and external-IP services: traffic that
+/// arrives from outside the pod networks (the underlay) and was DNATed to a backend is
+/// routed here (the agent marks it; see the agent's `nft` module).
+pub const SERVICE_TABLE: u32 = VN_TABLE_BASE;
+
 /// Name of the VXLAN device (external / collect-metadata mode) on every node.
 pub const VXLAN_DEVICE: &str = "weft-vxlan";
 
@@ -35,6 +48,21 @@ pub const VXLAN_PORT: u16 = 4789;
 /// Routing table of a network with this VNI.
 pub fn vn_table(vni: Vni) -> u32 {
     VN_TABLE_BASE + vni.0
+}
+
+/// The address a node translates the source of NodePort / external-IP traffic to before
+/// sending it to a backend on another node (`169.254.C.D` for an IPv4 underlay address
+/// `A.B.C.D`), so the backend's reply comes back through the node holding the
+/// connection's NAT state. It is on no interface: it only names "that node" in the
+/// backends' tables. `None` for an IPv6 underlay (the overlay is IPv4 only).
+pub fn node_service_address(underlay: IpAddr) -> Option<Ipv4Addr> {
+    match underlay {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            Some(Ipv4Addr::new(169, 254, o[2], o[3]))
+        }
+        IpAddr::V6(_) => None,
+    }
 }
 
 /// MAC of a node's VXLAN device, derived from the node name so every node computes
@@ -61,6 +89,13 @@ pub struct NodeState {
     pub networks: Vec<NodeNetwork>,
     /// Pod interfaces placed on this node, sorted by namespace/pod/interface.
     pub interfaces: Vec<LocalInterface>,
+    /// Services this node load-balances (VIPs its pods may use, NodePorts, external
+    /// IPs), sorted by namespace/name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<NodeService>,
+    /// Routes of [`SERVICE_TABLE`]: the backends of NodePort / external-IP services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_routes: Vec<NodeRoute>,
     /// Why the state is incomplete, if it is (e.g. "Node n2 has no InternalIP yet").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -103,6 +138,11 @@ pub struct NodeRoute {
     /// FQ name of the network the destination belongs to (differs from the table's
     /// network when the route was leaked from a connected network).
     pub network: String,
+    /// Only for the replies of service traffic: a client of a service whose backend is
+    /// in this table's network, although the two networks are not connected. The agent
+    /// refuses new connections from this table's pods to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply_only: bool,
 }
 
 /// Next hop of a route.
@@ -160,4 +200,117 @@ impl LocalInterface {
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.namespace, self.pod, self.interface)
     }
+}
+
+/// Transport protocol of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L4Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl L4Protocol {
+    /// Parses a Kubernetes protocol name (`TCP`, `UDP`, `SCTP`, any case).
+    pub fn from_kubernetes(name: &str) -> Option<L4Protocol> {
+        match name.to_ascii_uppercase().as_str() {
+            "TCP" => Some(L4Protocol::Tcp),
+            "UDP" => Some(L4Protocol::Udp),
+            "SCTP" => Some(L4Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name, as nftables spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4Protocol::Tcp => "tcp",
+            L4Protocol::Udp => "udp",
+            L4Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// How a service picks a backend for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionAffinity {
+    /// Any ready backend, at random per connection.
+    #[default]
+    None,
+    /// `sessionAffinity: ClientIP`: a hash of the client address picks the backend, so
+    /// one client's connections land on one backend while the backends stay the same.
+    ClientIp,
+}
+
+/// A service as one node load-balances it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeService {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// `ClusterIP`, `NodePort` or `LoadBalancer` (which behaves as NodePort).
+    pub service_type: String,
+    /// The VIP (ClusterIP), if the service has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<IpAddr>,
+    /// FQ name of the service network holding the VIP.
+    pub network: String,
+    /// Tables of this node's networks whose pods may use the VIP: the networks
+    /// connected to the service network (TF's default policies: a pod network and its
+    /// service network; isolated pod networks and the cluster's default service network).
+    pub client_tables: Vec<u32>,
+    /// Backend choice.
+    #[serde(default)]
+    pub affinity: SessionAffinity,
+    /// External IPs, handled like the VIP for any sender.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<IpAddr>,
+    /// Ports with their ready backends.
+    pub ports: Vec<NodeServicePort>,
+}
+
+impl NodeService {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One port of a [`NodeService`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeServicePort {
+    /// Port name (may be empty on a single-port service).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Transport protocol.
+    pub protocol: L4Protocol,
+    /// Port on the VIP and external IPs.
+    pub port: u16,
+    /// NodePort on every node's own addresses, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+    /// Ready backends with their resolved target port, sorted; empty means the port
+    /// rejects new connections at once.
+    pub backends: Vec<NodeBackend>,
+}
+
+/// One ready backend of a service port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeBackend {
+    /// Backend address.
+    pub ip: IpAddr,
+    /// Target port on the backend (a named targetPort resolved against the pod).
+    pub port: u16,
+    /// Node hosting it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// `namespace/pod`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }

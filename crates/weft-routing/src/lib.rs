@@ -32,9 +32,11 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use weft_model::node::{
-    LocalInterface, NextHop, NodeNetwork, NodeRoute, NodeState, VtepPeer, vn_table, vtep_mac,
+    LocalInterface, NextHop, NodeNetwork, NodeRoute, NodeState, SERVICE_TABLE, VtepPeer, vn_table, vtep_mac,
 };
-use weft_model::{InterfaceAttachment, VirtualNetworkRecord};
+use weft_model::{InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
+
+pub mod services;
 
 /// FQ name of TF's pseudo network standing for the underlay (IP fabric). Networks list
 /// it in `connected_networks`, but it has no endpoints of its own to route to here.
@@ -67,18 +69,36 @@ fn interface_key(i: &InterfaceAttachment) -> String {
 }
 
 /// Computes everything `node` must program, from the stored networks and interfaces and
-/// the Kubernetes Nodes (for underlay addresses). `revision` is the store revision the
-/// inputs were read at; it is copied into the state unchanged.
-///
-/// Problems that make the state incomplete (no InternalIP on a node, an interface on no
-/// node or on a network that is not stored, two endpoints with the same address in one
-/// table) are reported in [`NodeState::warnings`]; the rest of the state is still
-/// computed.
+/// the Kubernetes Nodes (for underlay addresses), without services: see
+/// [`compile_node_state_with_services`].
 pub fn compile_node_state(
     node: &str,
     revision: u64,
     networks: &[VirtualNetworkRecord],
     interfaces: &[InterfaceAttachment],
+    nodes: &[Node],
+) -> NodeState {
+    compile_node_state_with_services(node, revision, networks, interfaces, &[], nodes)
+}
+
+/// Computes everything `node` must program, from the stored networks, interfaces and
+/// services and the Kubernetes Nodes (for underlay addresses). `revision` is the store
+/// revision the inputs were read at; it is copied into the state unchanged.
+///
+/// Problems that make the state incomplete (no InternalIP on a node, an interface on no
+/// node or on a network that is not stored, two endpoints with the same address in one
+/// table, a service backend that is no known pod) are reported in
+/// [`NodeState::warnings`]; the rest of the state is still computed.
+///
+/// Services (see [`weft_model::node`] and [`services`]): a service is listed when pods
+/// of this node may use its VIP, or when it has NodePorts or external IPs (every node
+/// answers those).
+pub fn compile_node_state_with_services(
+    node: &str,
+    revision: u64,
+    networks: &[VirtualNetworkRecord],
+    interfaces: &[InterfaceAttachment],
+    service_records: &[ServiceRecord],
     nodes: &[Node],
 ) -> NodeState {
     let mut warnings = BTreeSet::new();
@@ -151,8 +171,13 @@ pub fn compile_node_state(
     }
     let present: BTreeSet<&str> = local.iter().map(|l| l.network.as_str()).collect();
 
-    let mut peers: BTreeMap<String, IpAddr> = BTreeMap::new();
-    let mut tables = Vec::new();
+    let mut ctx = Compile {
+        node,
+        underlay: &underlay,
+        peers: BTreeMap::new(),
+        warnings: &mut warnings,
+    };
+    let mut table_routes: BTreeMap<&str, BTreeMap<IpNet, NodeRoute>> = BTreeMap::new();
     for fq in &present {
         let Some(network) = by_name.get(fq) else {
             continue;
@@ -170,62 +195,29 @@ pub fn compile_node_state(
         let mut routes: BTreeMap<IpNet, NodeRoute> = BTreeMap::new();
         for source in sources {
             for i in members.get(source.fq_name.as_str()).into_iter().flatten() {
-                let key = interface_key(i);
-                let next_hop = match i.node.as_deref() {
-                    None => {
-                        warnings.insert(format!(
-                            "interface {key} (network {}) is on no node yet; no route to {}",
-                            source.fq_name, i.ip
-                        ));
-                        continue;
-                    }
-                    Some(n) if n == node => NextHop::Local {
-                        interface: key.clone(),
-                    },
-                    Some(n) => match underlay.get(n).copied().flatten() {
-                        Some(_) => NextHop::Remote {
-                            node: n.to_string(),
-                            vni: source.vni,
-                        },
-                        None => {
-                            warnings.insert(format!(
-                                "Node {n} has no InternalIP address (or no Node object); no routes towards its pods"
-                            ));
-                            continue;
-                        }
-                    },
-                };
-                let prefix = host_prefix(i.ip);
-                match routes.get(&prefix) {
-                    Some(existing) => {
-                        warnings.insert(format!(
-                            "table {} ({}): {prefix} is both {} in {} and {} in {}; keeping the first",
-                            vn_table(network.vni),
-                            network.fq_name,
-                            describe_hop(&existing.next_hop),
-                            existing.network,
-                            key,
-                            source.fq_name
-                        ));
-                    }
-                    None => {
-                        if let NextHop::Remote { node: n, .. } = &next_hop
-                            && let Some(ip) = underlay.get(n.as_str()).copied().flatten()
-                        {
-                            peers.insert(n.clone(), ip);
-                        }
-                        routes.insert(
-                            prefix,
-                            NodeRoute {
-                                prefix,
-                                next_hop,
-                                network: source.fq_name.clone(),
-                            },
-                        );
-                    }
-                }
+                ctx.add_endpoint(network, &mut routes, source, i, None);
             }
         }
+        table_routes.insert(network.fq_name.as_str(), routes);
+    }
+
+    let (node_services, service_routes) = services::compile(
+        &mut ctx,
+        &services::Inputs {
+            by_name: &by_name,
+            by_key: &by_key,
+            members: &members,
+            present: &present,
+        },
+        service_records,
+        &mut table_routes,
+    );
+
+    let mut tables = Vec::new();
+    for (fq, routes) in table_routes {
+        let Some(network) = by_name.get(fq) else {
+            continue;
+        };
         tables.push(NodeNetwork {
             fq_name: network.fq_name.clone(),
             vni: network.vni,
@@ -237,13 +229,14 @@ pub fn compile_node_state(
     tables.sort_by(|a, b| (a.vni, &a.fq_name).cmp(&(b.vni, &b.fq_name)));
     for pair in tables.windows(2) {
         if pair[0].table == pair[1].table {
-            warnings.insert(format!(
+            ctx.warnings.insert(format!(
                 "networks {} and {} share VNI {} (table {}); their routes would mix",
                 pair[0].fq_name, pair[1].fq_name, pair[0].vni, pair[0].table
             ));
         }
     }
     local.sort_by_key(LocalInterface::key);
+    let peers = std::mem::take(&mut ctx.peers);
 
     NodeState {
         node: node.to_string(),
@@ -260,14 +253,142 @@ pub fn compile_node_state(
             .collect(),
         networks: tables,
         interfaces: local,
+        services: node_services,
+        service_routes,
         warnings: warnings.into_iter().collect(),
     }
+}
+
+/// What route computation shares: this node, the underlay addresses, the peers used so
+/// far, the warnings.
+pub(crate) struct Compile<'a> {
+    pub(crate) node: &'a str,
+    pub(crate) underlay: &'a BTreeMap<&'a str, Option<IpAddr>>,
+    pub(crate) peers: BTreeMap<String, IpAddr>,
+    pub(crate) warnings: &'a mut BTreeSet<String>,
+}
+
+impl Compile<'_> {
+    /// The next hop towards interface `i` of network `source`, or `None` (warned) when
+    /// it cannot be routed. Does not record the peer (see [`Compile::insert`]).
+    pub(crate) fn next_hop(
+        &mut self,
+        source: &VirtualNetworkRecord,
+        i: &InterfaceAttachment,
+    ) -> Option<NextHop> {
+        let key = interface_key(i);
+        match i.node.as_deref() {
+            None => {
+                self.warnings.insert(format!(
+                    "interface {key} (network {}) is on no node yet; no route to {}",
+                    source.fq_name, i.ip
+                ));
+                None
+            }
+            Some(n) if n == self.node => Some(NextHop::Local { interface: key }),
+            Some(n) => self.remote(n, source.vni),
+        }
+    }
+
+    /// A next hop into the tunnel to node `n` with `vni`; `None` (warned) when `n` has
+    /// no underlay address.
+    pub(crate) fn remote(&mut self, n: &str, vni: weft_model::Vni) -> Option<NextHop> {
+        match self.underlay.get(n).copied().flatten() {
+            Some(_) => Some(NextHop::Remote {
+                node: n.to_string(),
+                vni,
+            }),
+            None => {
+                self.warnings.insert(format!(
+                    "Node {n} has no InternalIP address (or no Node object); no routes towards its pods"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Inserts `route` into `routes`, recording the peer its next hop uses.
+    pub(crate) fn insert(&mut self, routes: &mut BTreeMap<IpNet, NodeRoute>, route: NodeRoute) {
+        if let NextHop::Remote { node: n, .. } = &route.next_hop
+            && let Some(ip) = self.underlay.get(n.as_str()).copied().flatten()
+        {
+            self.peers.insert(n.clone(), ip);
+        }
+        routes.insert(route.prefix, route);
+    }
+
+    /// Adds the /32 of interface `i` (of network `source`) to `routes`, the table of
+    /// `table_network`. When the prefix is taken it warns and keeps the first route,
+    /// except for an `extra` route (leaked for a service) whose endpoint is already
+    /// there through its own network: that is no conflict.
+    pub(crate) fn add_endpoint(
+        &mut self,
+        table_network: &VirtualNetworkRecord,
+        routes: &mut BTreeMap<IpNet, NodeRoute>,
+        source: &VirtualNetworkRecord,
+        i: &InterfaceAttachment,
+        extra: Option<Extra>,
+    ) {
+        let prefix = host_prefix(i.ip);
+        if extra.is_some()
+            && let Some(existing) = routes.get(&prefix)
+            && existing.network == source.fq_name
+        {
+            return;
+        }
+        let Some(next_hop) = self.next_hop(source, i) else {
+            return;
+        };
+        if let Some(existing) = routes.get(&prefix) {
+            self.warnings.insert(format!(
+                "table {} ({}): {prefix} is both {} in {} and {} in {}; keeping the first",
+                vn_table(table_network.vni),
+                table_network.fq_name,
+                describe_hop(&existing.next_hop),
+                existing.network,
+                interface_key(i),
+                source.fq_name
+            ));
+            return;
+        }
+        self.insert(
+            routes,
+            NodeRoute {
+                prefix,
+                next_hop,
+                network: source.fq_name.clone(),
+                reply_only: extra == Some(Extra::ReplyOnly),
+            },
+        );
+    }
+}
+
+/// Why a route is added to a table beyond the table's own and connected networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extra {
+    /// A service backend, for a client table.
+    Backend,
+    /// A service client, for a backend's table, replies only.
+    ReplyOnly,
 }
 
 fn describe_hop(hop: &NextHop) -> String {
     match hop {
         NextHop::Local { interface } => interface.clone(),
         NextHop::Remote { node, .. } => format!("on {node}"),
+    }
+}
+
+fn describe_route_hop(hop: &NextHop, peer_ip: &BTreeMap<&str, IpAddr>) -> String {
+    match hop {
+        NextHop::Local { interface } => format!("dev <local {interface}>"),
+        NextHop::Remote { node, vni } => {
+            let dst = peer_ip
+                .get(node.as_str())
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "?".to_string());
+            format!("encap vxlan id {vni} dst {dst} ({node})")
+        }
     }
 }
 
@@ -317,22 +438,87 @@ pub fn render_routes(state: &NodeState) -> String {
             let _ = writeln!(out, "  (no routes)");
         }
         for r in &n.routes {
-            let hop = match &r.next_hop {
-                NextHop::Local { interface } => format!("dev <local {interface}>"),
-                NextHop::Remote { node, vni } => {
-                    let dst = peer_ip
-                        .get(node.as_str())
-                        .map(|ip| ip.to_string())
-                        .unwrap_or_else(|| "?".to_string());
-                    format!("encap vxlan id {vni} dst {dst} ({node})")
-                }
-            };
-            let leaked = if r.network != n.fq_name {
+            let leaked = if r.reply_only {
+                format!(" [replies only, {}]", short_name(&r.network))
+            } else if r.network != n.fq_name {
                 format!(" [leaked from {}]", short_name(&r.network))
             } else {
                 String::new()
             };
-            let _ = writeln!(out, "  {} {hop}{leaked}", r.prefix);
+            let _ = writeln!(
+                out,
+                "  {} {}{leaked}",
+                r.prefix,
+                describe_route_hop(&r.next_hop, &peer_ip)
+            );
+        }
+    }
+    if !state.service_routes.is_empty() {
+        let _ = writeln!(
+            out,
+            "table {SERVICE_TABLE} (service backends for NodePort / external-IP traffic):"
+        );
+        for r in &state.service_routes {
+            let _ = writeln!(
+                out,
+                "  {} {}",
+                r.prefix,
+                describe_route_hop(&r.next_hop, &peer_ip)
+            );
+        }
+    }
+    for s in &state.services {
+        let vip = s
+            .vip
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "no VIP".to_string());
+        let tables: Vec<String> = s.client_tables.iter().map(u32::to_string).collect();
+        let _ = writeln!(
+            out,
+            "service {} {} {vip} (clients: tables {}{}{})",
+            s.key(),
+            s.service_type,
+            if tables.is_empty() {
+                "none".to_string()
+            } else {
+                tables.join(",")
+            },
+            if s.external_ips.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", external {}",
+                    s.external_ips
+                        .iter()
+                        .map(IpAddr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
+            if s.affinity == weft_model::node::SessionAffinity::ClientIp {
+                ", affinity ClientIP"
+            } else {
+                ""
+            },
+        );
+        for p in &s.ports {
+            let backends: Vec<String> = p
+                .backends
+                .iter()
+                .map(|b| format!("{}:{}", b.ip, b.port))
+                .collect();
+            let node_port = p.node_port.map(|n| format!(" nodePort {n}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}/{}{node_port} -> {}",
+                p.port,
+                p.protocol.as_str(),
+                if backends.is_empty() {
+                    "no ready backend (rejected)".to_string()
+                } else {
+                    backends.join(" ")
+                }
+            );
         }
     }
     for w in &state.warnings {

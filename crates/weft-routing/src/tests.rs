@@ -468,3 +468,382 @@ proptest! {
         prop_assert_eq!(&s, &compile_node_state(name, 1, &networks, &rev, &nodes));
     }
 }
+
+// ===== services =====
+
+fn backend(
+    pod: &str,
+    ip: &str,
+    node: &str,
+    ready: bool,
+    ports: &[(&str, u16)],
+) -> weft_model::derived::BackendRecord {
+    weft_model::derived::BackendRecord {
+        pod: Some(pod.to_string()),
+        ip: ip.parse().unwrap(),
+        node: Some(node.to_string()),
+        ready,
+        target_ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+    }
+}
+
+fn service(
+    ns: &str,
+    name: &str,
+    network: &str,
+    vip: &str,
+    backends: Vec<weft_model::derived::BackendRecord>,
+) -> ServiceRecord {
+    ServiceRecord {
+        namespace: ns.into(),
+        name: name.into(),
+        service_type: "ClusterIP".into(),
+        vip: Some(vip.parse().unwrap()),
+        network: network.into(),
+        ports: vec![weft_model::ServicePortRecord {
+            name: String::new(),
+            protocol: "TCP".into(),
+            port: 80,
+            target_port: "8080".into(),
+            node_port: None,
+        }],
+        session_affinity: "None".into(),
+        external_ips: vec![],
+        backends,
+        backends_from: "selector".into(),
+        note: None,
+    }
+}
+
+/// default/a (node-1), dev/b (node-2) in the default pod network; iso/c (node-1),
+/// iso/d (node-2) isolated.
+fn service_interfaces() -> Vec<InterfaceAttachment> {
+    vec![
+        iface("default", "a", Some("node-1"), DEFAULT_POD, "10.47.255.252"),
+        iface("dev", "b", Some("node-2"), DEFAULT_POD, "10.47.255.250"),
+        iface("iso", "c", Some("node-1"), ISO_POD, "10.47.255.249"),
+        iface("iso", "d", Some("node-2"), ISO_POD, "10.47.255.248"),
+    ]
+}
+
+fn route<'a>(n: &'a NodeNetwork, prefix: &str) -> Option<&'a NodeRoute> {
+    n.routes.iter().find(|r| r.prefix.to_string() == prefix)
+}
+
+#[test]
+fn client_networks_follow_the_default_policies() {
+    let nets = isolation_networks();
+    let by_name: BTreeMap<&str, &VirtualNetworkRecord> =
+        nets.iter().map(|n| (n.fq_name.as_str(), n)).collect();
+    let default: Vec<&str> = services::client_networks(&by_name, DEFAULT_SVC)
+        .into_iter()
+        .collect();
+    assert_eq!(default, vec![DEFAULT_POD, ISO_POD]);
+    let iso: Vec<&str> = services::client_networks(&by_name, ISO_SVC).into_iter().collect();
+    assert_eq!(iso, vec![ISO_POD]);
+}
+
+#[test]
+fn default_service_reaches_backends_and_isolated_clients_get_reply_routes() {
+    // A default service whose backend is dev/b on node-2.
+    let svc = service(
+        "dev",
+        "web",
+        DEFAULT_SVC,
+        "10.96.0.10",
+        vec![
+            backend("dev/b", "10.47.255.250", "node-2", true, &[]),
+            // Not ready: not a backend.
+            backend("default/a", "10.47.255.252", "node-1", false, &[]),
+        ],
+    );
+    let nodes = two_nodes();
+    let nets = isolation_networks();
+    let one = compile_node_state_with_services(
+        "node-1",
+        1,
+        &nets,
+        &service_interfaces(),
+        std::slice::from_ref(&svc),
+        &nodes,
+    );
+    assert!(one.warnings.is_empty(), "{:?}", one.warnings);
+    assert_eq!(one.services.len(), 1);
+    let s = &one.services[0];
+    assert_eq!(s.key(), "dev/web");
+    assert_eq!(s.client_tables, vec![10_001, 10_003]);
+    assert_eq!(s.ports[0].protocol, weft_model::node::L4Protocol::Tcp);
+    assert_eq!(s.ports[0].backends.len(), 1);
+    assert_eq!(s.ports[0].backends[0].port, 8080);
+    assert_eq!(s.ports[0].backends[0].node.as_deref(), Some("node-2"));
+    // The isolated table on node-1 can route to the backend (VNI of its network).
+    let iso = table(&one, ISO_POD);
+    let r = route(iso, "10.47.255.250/32").expect("backend leaked into the isolated table");
+    assert_eq!(
+        r.next_hop,
+        NextHop::Remote {
+            node: "node-2".into(),
+            vni: Vni(1)
+        }
+    );
+    assert_eq!(r.network, DEFAULT_POD);
+    assert!(!r.reply_only);
+    // No other default pod leaks into it.
+    assert!(route(iso, "10.47.255.252/32").is_none());
+    // No backend on node-1: no reply-only routes there.
+    assert!(one.networks.iter().flat_map(|n| &n.routes).all(|r| !r.reply_only));
+    assert!(one.service_routes.is_empty());
+
+    // node-2 hosts the backend: its default table gets the isolated pods, replies only.
+    let two = compile_node_state_with_services("node-2", 1, &nets, &service_interfaces(), &[svc], &nodes);
+    assert!(two.warnings.is_empty(), "{:?}", two.warnings);
+    let default = table(&two, DEFAULT_POD);
+    for (prefix, hop) in [
+        (
+            "10.47.255.249/32",
+            NextHop::Remote {
+                node: "node-1".into(),
+                vni: Vni(3),
+            },
+        ),
+        (
+            "10.47.255.248/32",
+            NextHop::Local {
+                interface: "iso/d/eth0".into(),
+            },
+        ),
+    ] {
+        let r = route(default, prefix).unwrap_or_else(|| panic!("{prefix} missing: {default:#?}"));
+        assert!(r.reply_only, "{r:?}");
+        assert_eq!(r.next_hop, hop);
+        assert_eq!(r.network, ISO_POD);
+    }
+    // The default pod a (same network) is an ordinary route.
+    assert!(!route(default, "10.47.255.252/32").unwrap().reply_only);
+    // The isolated table does not get default pods (only the backend itself).
+    let iso = table(&two, ISO_POD);
+    assert!(route(iso, "10.47.255.252/32").is_none());
+    assert!(route(iso, "10.47.255.250/32").is_some());
+    let text = render_routes(&two);
+    assert!(text.contains("[replies only, k8s-iso-pod-network]"), "{text}");
+    assert!(text.contains("service dev/web ClusterIP 10.96.0.10"), "{text}");
+}
+
+#[test]
+fn isolated_service_is_for_the_isolated_namespace_only() {
+    let svc = service(
+        "iso",
+        "db",
+        ISO_SVC,
+        "10.96.0.20",
+        vec![
+            backend("iso/c", "10.47.255.249", "node-1", true, &[]),
+            backend("iso/d", "10.47.255.248", "node-2", true, &[]),
+        ],
+    );
+    let s = compile_node_state_with_services(
+        "node-1",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &[svc],
+        &two_nodes(),
+    );
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(s.services[0].client_tables, vec![10_003]);
+    assert_eq!(s.services[0].ports[0].backends.len(), 2);
+    // The default table learns nothing about the isolated backends.
+    let default = table(&s, DEFAULT_POD);
+    assert!(route(default, "10.47.255.249/32").is_none());
+    assert!(route(default, "10.47.255.248/32").is_none());
+    // A service nobody on a node may use is not listed there.
+    let only_default = vec![iface(
+        "default",
+        "a",
+        Some("node-1"),
+        DEFAULT_POD,
+        "10.47.255.252",
+    )];
+    let svc = service("iso", "db", ISO_SVC, "10.96.0.20", vec![]);
+    let s = compile_node_state_with_services(
+        "node-1",
+        1,
+        &isolation_networks(),
+        &only_default,
+        &[svc],
+        &two_nodes(),
+    );
+    assert!(s.services.is_empty(), "{:?}", s.services);
+}
+
+#[test]
+fn named_target_ports_resolve_per_backend() {
+    let mut svc = service(
+        "dev",
+        "multi",
+        DEFAULT_SVC,
+        "10.96.0.30",
+        vec![
+            backend(
+                "dev/b",
+                "10.47.255.250",
+                "node-2",
+                true,
+                &[("http", 8080), ("dns", 5353)],
+            ),
+            // Declares only `http`.
+            backend("default/a", "10.47.255.252", "node-1", true, &[("http", 9090)]),
+        ],
+    );
+    svc.ports = vec![
+        weft_model::ServicePortRecord {
+            name: "http".into(),
+            protocol: "TCP".into(),
+            port: 80,
+            target_port: "web".into(),
+            node_port: None,
+        },
+        weft_model::ServicePortRecord {
+            name: "dns".into(),
+            protocol: "UDP".into(),
+            port: 53,
+            target_port: "dns".into(),
+            node_port: None,
+        },
+    ];
+    svc.session_affinity = "ClientIP".into();
+    let s = compile_node_state_with_services(
+        "node-1",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &[svc],
+        &two_nodes(),
+    );
+    let ports = &s.services[0].ports;
+    assert_eq!(
+        s.services[0].affinity,
+        weft_model::node::SessionAffinity::ClientIp
+    );
+    let http: Vec<(String, u16)> = ports[0]
+        .backends
+        .iter()
+        .map(|b| (b.ip.to_string(), b.port))
+        .collect();
+    assert_eq!(
+        http,
+        vec![
+            ("10.47.255.250".to_string(), 8080),
+            ("10.47.255.252".to_string(), 9090)
+        ]
+    );
+    assert_eq!(ports[1].protocol, weft_model::node::L4Protocol::Udp);
+    let dns: Vec<(String, u16)> = ports[1]
+        .backends
+        .iter()
+        .map(|b| (b.ip.to_string(), b.port))
+        .collect();
+    assert_eq!(dns, vec![("10.47.255.250".to_string(), 5353)]);
+    assert!(
+        s.warnings.iter().any(|w| w.contains("declares no port")),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn node_ports_are_on_every_node_with_service_routes_and_snat_return_routes() {
+    let mut svc = service(
+        "dev",
+        "np",
+        DEFAULT_SVC,
+        "10.96.0.40",
+        vec![backend("dev/b", "10.47.255.250", "node-2", true, &[])],
+    );
+    svc.service_type = "NodePort".into();
+    svc.ports[0].node_port = Some(30080);
+    svc.external_ips = vec!["203.0.113.7".into(), "not-an-ip".into()];
+    let nodes = vec![
+        k8s_node("node-1", &[("InternalIP", "192.0.2.11")]),
+        k8s_node("node-2", &[("InternalIP", "192.0.2.12")]),
+        k8s_node("node-3", &[("InternalIP", "192.0.2.13")]),
+    ];
+    // node-3 has no pods at all, and still answers the NodePort.
+    let three = compile_node_state_with_services(
+        "node-3",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &[svc.clone()],
+        &nodes,
+    );
+    assert_eq!(three.services.len(), 1);
+    assert!(three.services[0].client_tables.is_empty());
+    assert_eq!(
+        three.services[0].external_ips,
+        vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
+    );
+    assert!(
+        three.warnings.iter().any(|w| w.contains("not-an-ip")),
+        "{:?}",
+        three.warnings
+    );
+    assert_eq!(three.service_routes.len(), 1);
+    assert_eq!(
+        three.service_routes[0].next_hop,
+        NextHop::Remote {
+            node: "node-2".into(),
+            vni: Vni(1)
+        }
+    );
+    assert!(three.peers.iter().any(|p| p.node == "node-2"));
+    // The backend's node routes replies to the other nodes' service addresses.
+    let two = compile_node_state_with_services(
+        "node-2",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &[svc],
+        &nodes,
+    );
+    let default = table(&two, DEFAULT_POD);
+    for (addr, node) in [("169.254.2.11/32", "node-1"), ("169.254.2.13/32", "node-3")] {
+        let r = route(default, addr).unwrap_or_else(|| panic!("{addr}: {default:#?}"));
+        assert!(r.reply_only);
+        assert_eq!(
+            r.next_hop,
+            NextHop::Remote {
+                node: node.into(),
+                vni: Vni(1)
+            }
+        );
+    }
+    assert!(two.peers.iter().any(|p| p.node == "node-3"));
+    assert_eq!(
+        two.service_routes[0].next_hop,
+        NextHop::Local {
+            interface: "dev/b/eth0".into()
+        }
+    );
+}
+
+#[test]
+fn services_do_not_change_the_state_without_services() {
+    let a = compile_node_state(
+        "node-1",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &two_nodes(),
+    );
+    let b = compile_node_state_with_services(
+        "node-1",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &[],
+        &two_nodes(),
+    );
+    assert_eq!(a, b);
+    assert!(a.services.is_empty() && a.service_routes.is_empty());
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ContainerPort, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use weft_model::derived::BackendRecord;
@@ -231,6 +231,17 @@ fn backends(t: &Translator, ns: &str, name: &str, svc: &Service) -> (Vec<Backend
             continue;
         }
         any_slice = true;
+        // The slice's ports are the resolved target ports, named like the service's.
+        let slice_ports: BTreeMap<String, u16> = slice
+            .ports
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                let port = p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0)?;
+                Some((p.name.clone().unwrap_or_default(), port))
+            })
+            .collect();
         for e in &slice.endpoints {
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             let pod = e
@@ -249,6 +260,7 @@ fn backends(t: &Translator, ns: &str, name: &str, svc: &Service) -> (Vec<Backend
                         ip,
                         node: e.node_name.clone(),
                         ready,
+                        target_ports: slice_ports.clone(),
                     });
                 }
             }
@@ -289,9 +301,53 @@ fn backends(t: &Translator, ns: &str, name: &str, svc: &Service) -> (Vec<Backend
             ip: i.ip,
             node: i.node.clone(),
             ready,
+            target_ports: resolve_target_ports(svc, pod),
         });
     }
     (out, "selector".into())
+}
+
+/// The target port of every service port on `pod`: a number as it is, a name looked
+/// up in the pod's containerPorts (same protocol). Ports whose name the pod does not
+/// declare are left out: that pod does not serve them.
+pub fn resolve_target_ports(svc: &Service, pod: &Pod) -> BTreeMap<String, u16> {
+    let mut out = BTreeMap::new();
+    let container_ports: Vec<&ContainerPort> = pod
+        .spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .flat_map(|c| c.ports.as_deref().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    for p in svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default()
+    {
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        let resolved = match &p.target_port {
+            None => u16::try_from(p.port).ok(),
+            Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+            Some(IntOrString::String(s)) => match s.parse::<u16>() {
+                Ok(n) => Some(n),
+                Err(_) => container_ports
+                    .iter()
+                    .find(|c| {
+                        c.name.as_deref() == Some(s.as_str())
+                            && c.protocol.as_deref().unwrap_or("TCP") == protocol
+                    })
+                    .and_then(|c| u16::try_from(c.container_port).ok()),
+            },
+        };
+        if let Some(n) = resolved.filter(|n| *n != 0) {
+            out.insert(p.name.clone().unwrap_or_default(), n);
+        }
+    }
+    out
 }
 
 fn release_node_ports(t: &mut Translator, owner: &str, keep: &[u16]) {
@@ -438,7 +494,7 @@ pub fn sync_service(t: &mut Translator, ns: &str, name: &str) {
     let (backends, backends_from) = backends(t, ns, name, &svc);
     let note = match spec_type.as_str() {
         "LoadBalancer" => Some(
-            "type LoadBalancer: no floating-IP pool yet, reachable as NodePort on every node".to_string(),
+            "type LoadBalancer: no floating-IP pool yet, behaves as NodePort (reachable on every node's address)".to_string(),
         ),
         _ if headless => Some("headless service: no VIP (TF ignores headless services)".to_string()),
         _ => None,

@@ -436,6 +436,69 @@ fn endpoint_slices_win_over_selector_and_node_ports_are_unique() {
 }
 
 #[test]
+fn named_target_ports_resolve_from_slices_and_pods() {
+    let mut t = Translator::new();
+    // Selector backends: the named targetPort is looked up in each pod's containerPorts.
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "w1", "namespace": "default", "labels": {"app": "w"}},
+               "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x",
+                        "ports": [{"name": "web", "containerPort": 8080}, {"name": "dns", "containerPort": 5353, "protocol": "UDP"}]}]}}),
+    );
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "w2", "namespace": "default", "labels": {"app": "w"}},
+               "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x",
+                        "ports": [{"name": "web", "containerPort": 9090}]}]}}),
+    );
+    up(
+        &mut t,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "w", "namespace": "default"},
+               "spec": {"selector": {"app": "w"}, "ports": [
+                   {"name": "http", "port": 80, "targetPort": "web"},
+                   {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+                   {"name": "plain", "port": 81, "targetPort": 81}]}}),
+    );
+    t.flush();
+    let w = service(&t, "default", "w").expect("w");
+    assert_eq!(w.backends.len(), 2);
+    let w1 = w
+        .backends
+        .iter()
+        .find(|b| b.pod.as_deref() == Some("default/w1"))
+        .expect("w1");
+    let w2 = w
+        .backends
+        .iter()
+        .find(|b| b.pod.as_deref() == Some("default/w2"))
+        .expect("w2");
+    assert_eq!(w1.target_ports.get("http"), Some(&8080));
+    assert_eq!(w1.target_ports.get("dns"), Some(&5353));
+    assert_eq!(w1.target_ports.get("plain"), Some(&81));
+    assert_eq!(w2.target_ports.get("http"), Some(&9090));
+    assert_eq!(
+        w2.target_ports.get("dns"),
+        None,
+        "w2 declares no UDP port named dns"
+    );
+    // EndpointSlice backends: the slice's ports are the resolved numbers.
+    up(
+        &mut t,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "w-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "w"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "http", "port": 7070, "protocol": "TCP"}],
+               "endpoints": [{"addresses": ["10.47.0.9"], "nodeName": "node-2"}]}),
+    );
+    t.flush();
+    let w = service(&t, "default", "w").expect("w");
+    assert_eq!(w.backends_from, "endpointslices");
+    assert_eq!(w.backends[0].target_ports.get("http"), Some(&7070));
+}
+
+#[test]
 fn multus_interfaces() {
     let mut t = Translator::new();
     up(

@@ -49,6 +49,8 @@ fn state(revision: u64, interfaces: Vec<LocalInterface>) -> NodeState {
         peers: vec![],
         networks: vec![],
         interfaces,
+        services: vec![],
+        service_routes: vec![],
         warnings: vec![],
     }
 }

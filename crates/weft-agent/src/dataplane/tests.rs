@@ -40,6 +40,7 @@ fn local(pod: &str, prefix: &str, vni: u32) -> NodeRoute {
             interface: format!("default/{pod}/eth0"),
         },
         network: format!("net{vni}"),
+        reply_only: false,
     }
 }
 
@@ -51,6 +52,7 @@ fn remote(node: &str, prefix: &str, vni: u32) -> NodeRoute {
             vni: Vni(vni),
         },
         network: format!("net{vni}"),
+        reply_only: false,
     }
 }
 
@@ -87,6 +89,8 @@ fn node2() -> NodeState {
             network(4, vec![local("c", "10.47.255.249/32", 4)]),
         ],
         interfaces: vec![iface("b", 1, "10.47.255.251"), iface("c", 4, "10.47.255.249")],
+        services: vec![],
+        service_routes: vec![],
         warnings: vec![],
     }
 }
@@ -401,4 +405,82 @@ fn ipv6_and_foreign_tables_are_skipped() {
     assert!(!k.rules.iter().any(|r| r.iif.as_deref() == Some("weftb")));
     assert!(warnings.iter().any(|w| w.contains("IPv6")), "{warnings:?}");
     assert!(warnings.iter().any(|w| w.contains("254")), "{warnings:?}");
+}
+
+#[test]
+fn outside_services_get_mark_rules_and_the_service_table() {
+    use weft_model::node::{L4Protocol, NodeService, NodeServicePort, SERVICE_TABLE, SessionAffinity};
+    let mut s = node2();
+    // Without a NodePort / external IP: nothing of it.
+    let plain = desired(&s, &attached(&["b", "c"]));
+    assert!(plain.rules.iter().all(|r| r.priority == RULE_PREF));
+    assert!(!plain.routes.keys().any(|k| k.table == SERVICE_TABLE));
+
+    s.services = vec![NodeService {
+        namespace: "dev".into(),
+        name: "np".into(),
+        service_type: "NodePort".into(),
+        vip: None,
+        network: "svc".into(),
+        client_tables: vec![],
+        affinity: SessionAffinity::None,
+        external_ips: vec![],
+        ports: vec![NodeServicePort {
+            name: String::new(),
+            protocol: L4Protocol::Tcp,
+            port: 80,
+            node_port: Some(30080),
+            backends: vec![],
+        }],
+    }];
+    s.service_routes = vec![
+        local("b", "10.47.255.251/32", 1),
+        remote("n1", "10.47.255.252/32", 1),
+    ];
+    let (k, warnings) = render(&s, &attached(&["b", "c"]));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let marks: Vec<(u32, Option<u32>)> = k
+        .rules
+        .iter()
+        .filter(|r| r.priority == crate::nft::MARK_RULE_PREF)
+        .map(|r| (r.table, r.fwmark))
+        .collect();
+    assert_eq!(
+        marks,
+        vec![
+            (MAIN_TABLE, Some(crate::nft::MARK_REPLY)),
+            (SERVICE_TABLE, Some(crate::nft::MARK_TO_BACKEND)),
+        ]
+    );
+    assert!(k.rules.iter().all(RuleSpec::is_owned));
+    let service: Vec<String> = k
+        .routes
+        .values()
+        .filter(|r| r.key.table == SERVICE_TABLE)
+        .map(|r| RouteDisplay(r).to_string())
+        .collect();
+    assert_eq!(
+        service,
+        vec![
+            "unreachable default table 10000".to_string(),
+            "10.47.255.251/32 dev weftb scope link table 10000".to_string(),
+            "10.47.255.252/32 via 169.254.2.1 dev weft-vxlan onlink encap ip id 1 dst 192.0.2.1 table 10000"
+                .to_string(),
+        ]
+    );
+    // A foreign rule at the mark preference with another mark is not weft's.
+    let foreign = RuleSpec {
+        priority: crate::nft::MARK_RULE_PREF,
+        table: MAIN_TABLE,
+        iif: None,
+        tun_id: None,
+        dst: None,
+        src: None,
+        fwmark: Some(7),
+    };
+    assert!(!foreign.is_owned());
+    assert_eq!(
+        KernelOp::AddRule(k.rules.iter().find(|r| r.table == MAIN_TABLE).unwrap().clone()).to_string(),
+        "ip rule add pref 999 fwmark 0x1000002 lookup 254"
+    );
 }

@@ -1,0 +1,1066 @@
+//! The agent's nftables table, `inet weft`: distributed service load balancing (TF's
+//! native ECMP load balancer, reference §7.1–7.3) and the guards the service routes
+//! need. [`render`] is pure (a [`NodeState`] and the attachments in, the table as the
+//! `nftables` crate's typed JSON schema out) and snapshot-tested; [`sync`] (with
+//! [`live_table`], [`apply_document`], [`remove_table`]) is the I/O, through `nft -j` by
+//! `nftables::helper`, in the calling thread's network namespace.
+//!
+//! # What the table does
+//!
+//! ```text
+//! prerouting  raw (-300)   udp dport 4789 notrack            (tunnel packets: never tracked)
+//!             nat (-100)   ip daddr . l4proto . th dport vmap { VIP:port → vip.<svc>, extIP:port → out.<svc> }
+//!                          fib daddr type local  l4proto . th dport vmap { nodePort → out.<svc> }
+//!             filter (0)   VIP/extIP/nodePort without ready backend → reject (TCP reset / ICMP port unreachable)
+//!                          ct mark has SERVICE_CT_MARK: original → meta mark MARK_TO_BACKEND, reply → MARK_REPLY
+//! forward     filter (0)   ct state new, iifname → reply-only-<table>: daddr in the table's reply-only routes → reject
+//! postrouting filter (0)   oifname weft-vxlan, meta mark is a service mark → meta mark set 0 (the tunnel would
+//!                          copy it to the outer packet, whose route lookup must not see it)
+//!             nat (100)    ct mark has SERVICE_CT_MARK, oifname weft-vxlan → snat to the node's service address
+//! output      raw (-300)   udp dport 4789 notrack
+//!
+//! vip.<ns>.<svc>.<proto>.<port>:  iifname { client pods' veths } l4proto P dnat to <pick>
+//! out.<ns>.<svc>.<proto>.<port>:  ct mark |= SERVICE_CT_MARK; l4proto P dnat to <pick>
+//! <pick>: one backend → ip:port; several → numgen random mod N map { i : ip . port }
+//!         (sessionAffinity ClientIP: jhash ip saddr mod N seed <per service port>)
+//! ```
+//!
+//! # Packet paths (and why they keep the isolation matrix)
+//!
+//! * **ClusterIP**: the client pod's node DNATs (the chain only matches veths of pods in
+//!   the service's client tables, so a pod of a network not connected to the service
+//!   network is not translated: its VIP packet hits the table's `unreachable default`).
+//!   The DNATed packet is routed by the client's table, which the compiler gave each
+//!   backend's /32 (weft-routing `services`). The backend's reply is routed by the
+//!   backend's table: its own network, or for a client of an unconnected network (an
+//!   isolated pod using a default service) a route the compiler added *for replies
+//!   only*. To keep that leak from opening the client's network, the forward chain
+//!   rejects (ICMP admin-prohibited) every *new* connection from the table's pods to
+//!   such a destination; replies are `established` and pass. The client's node
+//!   un-DNATs the reply from its conntrack entry. The backend sees the client's address.
+//! * **NodePort, external IPs** (traffic from outside the pod networks): DNAT plus a
+//!   conntrack mark. Every packet of such a connection gets a packet mark from it, and
+//!   two policy rules (preference [`MARK_RULE_PREF`], before the pods' rules) route the
+//!   original direction by [`SERVICE_TABLE`](weft_model::node::SERVICE_TABLE) (the backends' /32s) and the reply
+//!   direction by `main` (the underlay). A backend on another node gets the traffic
+//!   SNATed to this node's service address ([`node_service_address`], 169.254.C.D),
+//!   which the backend's table routes back here (a reply-only route), so the reply
+//!   returns through the conntrack entry that holds the NAT. A local backend sees the
+//!   real client address.
+//! * Endpoint changes rewrite the table in one transaction; conntrack keeps the NAT of
+//!   established connections, so connections to surviving backends are untouched (new
+//!   ones use the new backend list). A connection to a removed backend is not flushed.
+//!
+//! Limits: IPv4 only; the node's own processes do not use VIPs (no output NAT hook);
+//! pods should use the ClusterIP, not a NodePort or external IP (their replies would be
+//! routed by `main`). A pod that reaches a VIP and is picked as its own backend
+//! (hairpin) is SNATed to its gateway address in `nat-postrouting`, so it does not see
+//! its own address as the source.
+//!
+//! # Ownership and applying
+//!
+//! weft owns exactly the table `inet weft` and never touches another table. The whole
+//! table is rewritten in one `nft -j -f -` transaction (`add table; delete table; add
+//! table; …`), so the kernel switches from the old rules to the new ones atomically.
+//! The first rule carries a comment with a fingerprint of the rendered table; the agent
+//! applies only when the fingerprint of what it renders differs from the last one it
+//! applied, and on start compares with the live table (`nft -j list table inet weft`)
+//! so a restart rewrites nothing. With no service (and no reply-only route) the table
+//! is removed, so the node tracks no connections at all.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use nftables::expr::{
+    BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, JHash, Map, Meta, MetaKey, NamedExpression,
+    NgMode, Numgen, Payload, PayloadField, SetItem, Verdict,
+};
+use nftables::helper::NftablesError;
+use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::stmt::{
+    JumpTarget, Mangle, Match, NAT, NATFamily, Operator, Reject, RejectType, Statement, VerdictMap,
+};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
+use weft_model::node::{
+    L4Protocol, NodeBackend, NodeService, NodeServicePort, NodeState, SessionAffinity, VN_TABLE_BASE,
+    VXLAN_DEVICE, VXLAN_PORT, node_service_address,
+};
+
+use crate::attachment::Attachments;
+
+/// Name of weft's table (family `inet`).
+pub const TABLE: &str = "weft";
+
+/// Conntrack mark bit of connections that came from outside the pod networks
+/// (NodePort, external IPs).
+pub const SERVICE_CT_MARK: u32 = 0x0100_0000;
+
+/// Packet mark of the original direction of a [`SERVICE_CT_MARK`] connection: routed by
+/// [`SERVICE_TABLE`](weft_model::node::SERVICE_TABLE).
+pub const MARK_TO_BACKEND: u32 = 0x0100_0001;
+
+/// Packet mark of the reply direction of a [`SERVICE_CT_MARK`] connection: routed by
+/// the main table (the underlay).
+pub const MARK_REPLY: u32 = 0x0100_0002;
+
+/// Preference of the two `fwmark` policy rules (before the pods' rules at
+/// [`crate::dataplane::RULE_PREF`]).
+pub const MARK_RULE_PREF: u32 = 999;
+
+/// Prefix of the fingerprint comment on the table's first rule.
+pub const FINGERPRINT_PREFIX: &str = "weft-nft ";
+
+/// Priority of the raw chains (`priority raw`).
+const PRIO_RAW: i32 = -300;
+/// Priority of the DNAT chain (`priority dstnat`).
+const PRIO_DSTNAT: i32 = -100;
+/// Priority of the filter chains (`priority filter`).
+const PRIO_FILTER: i32 = 0;
+/// Priority of the SNAT chain (`priority srcnat`).
+const PRIO_SRCNAT: i32 = 100;
+
+/// The rendered table: its objects (chains, then rules) and their fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftTable {
+    /// The table's chains and rules, in the order they are added.
+    pub objects: Vec<NfListObject<'static>>,
+    /// Fingerprint of `objects` (also in the first rule's comment).
+    pub fingerprint: String,
+}
+
+impl NftTable {
+    /// The transaction that replaces the live table with this one atomically:
+    /// `add table` (so the delete cannot fail), `delete table`, `add table`, then the
+    /// chains and rules.
+    pub fn document(&self) -> Nftables<'static> {
+        let mut objects = replace_prefix();
+        objects.extend(
+            self.objects
+                .iter()
+                .cloned()
+                .map(|o| NfObject::CmdObject(NfCmd::Add(o))),
+        );
+        Nftables {
+            objects: Cow::Owned(objects),
+        }
+    }
+
+    /// The document as the JSON `nft -j -f -` reads (with [`fix_statements`] applied).
+    pub fn to_json(&self) -> String {
+        document_json(&self.document(), false)
+    }
+
+    /// [`NftTable::to_json`], indented; for snapshots and people.
+    pub fn to_json_pretty(&self) -> String {
+        document_json(&self.document(), true)
+    }
+}
+
+/// Serialises a document for `nft -j`, with [`fix_statements`] applied.
+pub fn document_json(doc: &Nftables<'_>, pretty: bool) -> String {
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    fix_statements(&mut value);
+    let text = if pretty {
+        serde_json::to_string_pretty(&value)
+    } else {
+        serde_json::to_string(&value)
+    };
+    text.unwrap_or_default()
+}
+
+/// Works around the `nftables` crate (0.6.3) serialising the unit statement `notrack`
+/// as the bare string `"notrack"`, which nft rejects ("Unexpected expr array element of
+/// type string, expected object"): nft wants `{"notrack": null}`. Rewrites every such
+/// element of a rule's `expr` array in place.
+pub fn fix_statements(value: &mut serde_json::Value) {
+    let Some(objects) = value.get_mut("nftables").and_then(|v| v.as_array_mut()) else {
+        return;
+    };
+    for object in objects {
+        let rule = match object.get_mut("add") {
+            Some(add) => add.get_mut("rule"),
+            None => object.get_mut("rule"),
+        };
+        let Some(expr) = rule
+            .and_then(|r| r.get_mut("expr"))
+            .and_then(|e| e.as_array_mut())
+        else {
+            continue;
+        };
+        for statement in expr {
+            if statement.as_str() == Some("notrack") {
+                *statement = serde_json::json!({ "notrack": null });
+            }
+        }
+    }
+}
+
+fn table_object() -> NfListObject<'static> {
+    NfListObject::Table(Table {
+        family: NfFamily::INet,
+        name: TABLE.into(),
+        handle: None,
+    })
+}
+
+fn replace_prefix() -> Vec<NfObject<'static>> {
+    vec![
+        NfObject::CmdObject(NfCmd::Add(table_object())),
+        NfObject::CmdObject(NfCmd::Delete(table_object())),
+        NfObject::CmdObject(NfCmd::Add(table_object())),
+    ]
+}
+
+/// The transaction that removes the table (and is a no-op when it is absent).
+pub fn removal_document() -> Nftables<'static> {
+    Nftables {
+        objects: Cow::Owned(vec![
+            NfObject::CmdObject(NfCmd::Add(table_object())),
+            NfObject::CmdObject(NfCmd::Delete(table_object())),
+        ]),
+    }
+}
+
+// ===== expression helpers =====
+
+fn string(s: impl Into<Cow<'static, str>>) -> Expression<'static> {
+    Expression::String(s.into())
+}
+
+fn number(n: u32) -> Expression<'static> {
+    Expression::Number(n)
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+        protocol: protocol.into(),
+        field: field.into(),
+    })))
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir: None,
+    }))
+}
+
+fn concat(items: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Concat(items))
+}
+
+fn set(items: Vec<SetItem<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(items))
+}
+
+fn fib_daddr_type() -> Expression<'static> {
+    Expression::Named(NamedExpression::Fib(Fib {
+        result: FibResult::Type,
+        flags: [FibFlag::Daddr].into_iter().collect(),
+    }))
+}
+
+fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    matches(left, Operator::EQ, right)
+}
+
+fn ct_mark_has(bit: u32) -> Statement<'static> {
+    eq(
+        Expression::BinaryOperation(Box::new(BinaryOperation::AND(ct("mark"), number(bit)))),
+        number(bit),
+    )
+}
+
+fn goto(chain: &str) -> Expression<'static> {
+    Expression::Verdict(Verdict::Goto(JumpTarget {
+        target: chain.to_string().into(),
+    }))
+}
+
+fn jump(chain: &str) -> Expression<'static> {
+    Expression::Verdict(Verdict::Jump(JumpTarget {
+        target: chain.to_string().into(),
+    }))
+}
+
+fn addr_expr(ip: Ipv4Addr) -> Expression<'static> {
+    string(ip.to_string())
+}
+
+fn vip_key(ip: Ipv4Addr, proto: L4Protocol, port: u16) -> Expression<'static> {
+    concat(vec![
+        addr_expr(ip),
+        string(proto.as_str()),
+        number(u32::from(port)),
+    ])
+}
+
+fn port_key(proto: L4Protocol, port: u16) -> Expression<'static> {
+    concat(vec![string(proto.as_str()), number(u32::from(port))])
+}
+
+fn daddr_proto_port() -> Expression<'static> {
+    concat(vec![
+        payload("ip", "daddr"),
+        meta(MetaKey::L4proto),
+        payload("th", "dport"),
+    ])
+}
+
+fn proto_port() -> Expression<'static> {
+    concat(vec![meta(MetaKey::L4proto), payload("th", "dport")])
+}
+
+fn reject_tcp() -> Statement<'static> {
+    Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None)))
+}
+
+fn reject_icmpx(code: RejectCode) -> Statement<'static> {
+    Statement::Reject(Some(Reject::new(Some(RejectType::ICMPX), Some(code))))
+}
+
+/// 64-bit FNV-1a: a fingerprint that is the same for every build (std's hasher is not
+/// promised to be).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+// ===== rendering =====
+
+/// Chain of a service port, `<kind>.<namespace>.<name>.<proto>.<port>` (Kubernetes
+/// names are DNS labels, so the dots are unambiguous).
+fn service_chain(kind: &str, s: &NodeService, p: &NodeServicePort) -> String {
+    format!(
+        "{kind}.{}.{}.{}.{}",
+        s.namespace,
+        s.name,
+        p.protocol.as_str(),
+        p.port
+    )
+}
+
+struct Builder {
+    chains: Vec<NfListObject<'static>>,
+    rules: Vec<NfListObject<'static>>,
+    warnings: Vec<String>,
+}
+
+impl Builder {
+    fn base_chain(&mut self, name: &str, kind: NfChainType, hook: NfHook, prio: i32) {
+        self.chains.push(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            _type: Some(kind),
+            hook: Some(hook),
+            prio: Some(prio),
+            policy: Some(NfChainPolicy::Accept),
+            ..Default::default()
+        }));
+    }
+
+    fn chain(&mut self, name: &str) {
+        self.chains.push(NfListObject::Chain(Chain {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            ..Default::default()
+        }));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Statement<'static>>) {
+        self.rules.push(NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: TABLE.into(),
+            chain: chain.to_string().into(),
+            expr: Cow::Owned(expr),
+            ..Default::default()
+        }));
+    }
+}
+
+/// The DNAT statement picking one of `backends` (all IPv4, at least one).
+fn dnat(backends: &[(Ipv4Addr, u16)], affinity: SessionAffinity, seed: u32) -> Statement<'static> {
+    if let [(ip, port)] = backends {
+        return Statement::DNAT(Some(NAT {
+            addr: Some(addr_expr(*ip)),
+            family: Some(NATFamily::IP),
+            port: Some(number(u32::from(*port))),
+            flags: None,
+        }));
+    }
+    let n = u32::try_from(backends.len()).unwrap_or(u32::MAX);
+    let key = match affinity {
+        SessionAffinity::None => Expression::Named(NamedExpression::Numgen(Numgen {
+            mode: NgMode::Random,
+            ng_mod: n,
+            offset: None,
+        })),
+        SessionAffinity::ClientIp => Expression::Named(NamedExpression::JHash(JHash {
+            hash_mod: n,
+            offset: None,
+            expr: Box::new(payload("ip", "saddr")),
+            // An explicit seed: without one the kernel picks a random seed per rule, so
+            // every rewrite of the table would move clients to other backends.
+            seed: Some(seed),
+        })),
+    };
+    let data = set(backends
+        .iter()
+        .zip(0u32..)
+        .map(|((ip, port), i)| {
+            SetItem::Mapping(number(i), concat(vec![addr_expr(*ip), number(u32::from(*port))]))
+        })
+        .collect());
+    Statement::DNAT(Some(NAT {
+        addr: Some(Expression::Named(NamedExpression::Map(Box::new(Map {
+            key,
+            data,
+        })))),
+        family: Some(NATFamily::IP),
+        port: None,
+        flags: None,
+    }))
+}
+
+/// IPv4 backends of a port (others warned about).
+fn ipv4_backends(key: &str, p: &NodeServicePort, warnings: &mut Vec<String>) -> Vec<(Ipv4Addr, u16)> {
+    let mut out = Vec::new();
+    for NodeBackend { ip, port, .. } in &p.backends {
+        match ip {
+            IpAddr::V4(v4) => out.push((*v4, *port)),
+            IpAddr::V6(v6) => warnings.push(format!(
+                "service {key} port {}: IPv6 backend {v6} skipped (IPv4 only)",
+                p.port
+            )),
+        }
+    }
+    out
+}
+
+/// What `nat-prerouting` dispatches, before it is turned into rules: keys in a map, so
+/// a duplicate (two services claiming one external IP and port) keeps the first.
+#[derive(Default)]
+struct Dispatch {
+    by_address: BTreeMap<(Ipv4Addr, L4Protocol, u16), String>,
+    by_node_port: BTreeMap<(L4Protocol, u16), String>,
+    reject_address: BTreeSet<(Ipv4Addr, L4Protocol, u16)>,
+    reject_node_port: BTreeSet<(L4Protocol, u16)>,
+}
+
+/// Renders the table for `state` with the pods' `attachments` (pure). `None` when the
+/// node needs no table (no service, no reply-only route): then it should be absent.
+/// The warnings name what could not be rendered.
+pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>, Vec<String>) {
+    let mut warnings = Vec::new();
+    // Host veths of the attached pod interfaces, per table.
+    let mut veths_by_table: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for iface in &state.interfaces {
+        if let Some(att) = attachments.get(&iface.key())
+            && iface.table >= VN_TABLE_BASE
+            && iface.ip.is_ipv4()
+        {
+            veths_by_table
+                .entry(iface.table)
+                .or_default()
+                .insert(att.host_if_name.clone());
+        }
+    }
+    // Reply-only destinations per table.
+    let mut reply_only: BTreeMap<u32, BTreeSet<ipnet::IpNet>> = BTreeMap::new();
+    for n in &state.networks {
+        for r in n.routes.iter().filter(|r| r.reply_only) {
+            if r.prefix.addr().is_ipv4() {
+                reply_only.entry(n.table).or_default().insert(r.prefix.trunc());
+            }
+        }
+    }
+    if state.services.is_empty() && reply_only.is_empty() {
+        return (None, warnings);
+    }
+
+    let mut b = Builder {
+        chains: Vec::new(),
+        rules: Vec::new(),
+        warnings: Vec::new(),
+    };
+    b.base_chain(
+        "raw-prerouting",
+        NfChainType::Filter,
+        NfHook::Prerouting,
+        PRIO_RAW,
+    );
+    b.base_chain("raw-output", NfChainType::Filter, NfHook::Output, PRIO_RAW);
+    b.base_chain(
+        "nat-prerouting",
+        NfChainType::NAT,
+        NfHook::Prerouting,
+        PRIO_DSTNAT,
+    );
+    b.base_chain(
+        "filter-prerouting",
+        NfChainType::Filter,
+        NfHook::Prerouting,
+        PRIO_FILTER,
+    );
+    b.base_chain(
+        "filter-forward",
+        NfChainType::Filter,
+        NfHook::Forward,
+        PRIO_FILTER,
+    );
+    b.base_chain(
+        "filter-postrouting",
+        NfChainType::Filter,
+        NfHook::Postrouting,
+        PRIO_FILTER,
+    );
+    b.base_chain(
+        "nat-postrouting",
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        PRIO_SRCNAT,
+    );
+
+    // Tunnel packets are never tracked (product.md: once any ct/nat rule exists).
+    let notrack = || {
+        vec![
+            eq(payload("udp", "dport"), number(u32::from(VXLAN_PORT))),
+            Statement::Notrack,
+        ]
+    };
+    b.rule("raw-prerouting", notrack());
+    b.rule("raw-output", notrack());
+
+    // Services.
+    let mut dispatch = Dispatch::default();
+    let mut from_outside = false;
+    for s in &state.services {
+        let key = s.key();
+        let vip = match s.vip {
+            Some(IpAddr::V4(v)) => Some(v),
+            Some(IpAddr::V6(v)) => {
+                b.warnings
+                    .push(format!("service {key}: IPv6 VIP {v} skipped (IPv4 only)"));
+                None
+            }
+            None => None,
+        };
+        let external: Vec<Ipv4Addr> = s
+            .external_ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(v) => Some(*v),
+                IpAddr::V6(v) => {
+                    b.warnings
+                        .push(format!("service {key}: IPv6 external IP {v} skipped (IPv4 only)"));
+                    None
+                }
+            })
+            .collect();
+        let clients: BTreeSet<String> = s
+            .client_tables
+            .iter()
+            .filter_map(|t| veths_by_table.get(t))
+            .flatten()
+            .cloned()
+            .collect();
+        for p in &s.ports {
+            let backends = ipv4_backends(&key, p, &mut b.warnings);
+            let seed = (fnv1a64(format!("{key} {} {}", p.protocol.as_str(), p.port).as_bytes()) & 0xffff_ffff)
+                as u32;
+            let outside = !external.is_empty() || p.node_port.is_some();
+            from_outside |= outside;
+            if backends.is_empty() {
+                if let Some(v) = vip {
+                    dispatch.reject_address.insert((v, p.protocol, p.port));
+                }
+                for e in &external {
+                    dispatch.reject_address.insert((*e, p.protocol, p.port));
+                }
+                if let Some(np) = p.node_port {
+                    dispatch.reject_node_port.insert((p.protocol, np));
+                }
+                continue;
+            }
+            let pick = dnat(&backends, s.affinity, seed);
+            if let Some(v) = vip
+                && !clients.is_empty()
+            {
+                let chain = service_chain("vip", s, p);
+                b.chain(&chain);
+                b.rule(
+                    &chain,
+                    vec![
+                        eq(
+                            meta(MetaKey::Iifname),
+                            set(clients
+                                .iter()
+                                .map(|c| SetItem::Element(string(c.clone())))
+                                .collect()),
+                        ),
+                        eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
+                        pick.clone(),
+                    ],
+                );
+                claim(
+                    &mut dispatch.by_address,
+                    (v, p.protocol, p.port),
+                    chain,
+                    &key,
+                    &mut b.warnings,
+                );
+            }
+            if outside {
+                let chain = service_chain("out", s, p);
+                b.chain(&chain);
+                b.rule(
+                    &chain,
+                    vec![
+                        Statement::Mangle(Mangle {
+                            key: ct("mark"),
+                            value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                                ct("mark"),
+                                number(SERVICE_CT_MARK),
+                            ]))),
+                        }),
+                        eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
+                        pick,
+                    ],
+                );
+                for e in &external {
+                    claim(
+                        &mut dispatch.by_address,
+                        (*e, p.protocol, p.port),
+                        chain.clone(),
+                        &key,
+                        &mut b.warnings,
+                    );
+                }
+                if let Some(np) = p.node_port {
+                    claim(
+                        &mut dispatch.by_node_port,
+                        (p.protocol, np),
+                        chain,
+                        &key,
+                        &mut b.warnings,
+                    );
+                }
+            }
+        }
+    }
+
+    if !dispatch.by_address.is_empty() {
+        let items = dispatch
+            .by_address
+            .iter()
+            .map(|((ip, proto, port), chain)| SetItem::Mapping(vip_key(*ip, *proto, *port), goto(chain)))
+            .collect();
+        b.rule(
+            "nat-prerouting",
+            vec![Statement::VerdictMap(VerdictMap {
+                key: daddr_proto_port(),
+                data: set(items),
+            })],
+        );
+    }
+    if !dispatch.by_node_port.is_empty() {
+        let items = dispatch
+            .by_node_port
+            .iter()
+            .map(|((proto, port), chain)| SetItem::Mapping(port_key(*proto, *port), goto(chain)))
+            .collect();
+        b.rule(
+            "nat-prerouting",
+            vec![
+                eq(fib_daddr_type(), string("local")),
+                Statement::VerdictMap(VerdictMap {
+                    key: proto_port(),
+                    data: set(items),
+                }),
+            ],
+        );
+    }
+
+    // Fail fast: a service port without a ready backend refuses at once.
+    if !dispatch.reject_address.is_empty() {
+        let elements = |only_tcp: bool| -> Vec<SetItem<'static>> {
+            dispatch
+                .reject_address
+                .iter()
+                .filter(|(_, proto, _)| !only_tcp || *proto == L4Protocol::Tcp)
+                .map(|(ip, proto, port)| SetItem::Element(vip_key(*ip, *proto, *port)))
+                .collect()
+        };
+        let tcp = elements(true);
+        if !tcp.is_empty() {
+            b.rule(
+                "filter-prerouting",
+                vec![
+                    eq(meta(MetaKey::L4proto), string("tcp")),
+                    eq(daddr_proto_port(), set(tcp)),
+                    reject_tcp(),
+                ],
+            );
+        }
+        b.rule(
+            "filter-prerouting",
+            vec![
+                eq(daddr_proto_port(), set(elements(false))),
+                reject_icmpx(RejectCode::PortUnreach),
+            ],
+        );
+    }
+    if !dispatch.reject_node_port.is_empty() {
+        let elements = |only_tcp: bool| -> Vec<SetItem<'static>> {
+            dispatch
+                .reject_node_port
+                .iter()
+                .filter(|(proto, _)| !only_tcp || *proto == L4Protocol::Tcp)
+                .map(|(proto, port)| SetItem::Element(port_key(*proto, *port)))
+                .collect()
+        };
+        let tcp = elements(true);
+        if !tcp.is_empty() {
+            b.rule(
+                "filter-prerouting",
+                vec![
+                    eq(fib_daddr_type(), string("local")),
+                    eq(meta(MetaKey::L4proto), string("tcp")),
+                    eq(proto_port(), set(tcp)),
+                    reject_tcp(),
+                ],
+            );
+        }
+        b.rule(
+            "filter-prerouting",
+            vec![
+                eq(fib_daddr_type(), string("local")),
+                eq(proto_port(), set(elements(false))),
+                reject_icmpx(RejectCode::PortUnreach),
+            ],
+        );
+    }
+
+    // Connections from outside: route both directions by their mark, and give a remote
+    // backend a source that comes back here.
+    if from_outside {
+        for (dir, mark) in [("original", MARK_TO_BACKEND), ("reply", MARK_REPLY)] {
+            b.rule(
+                "filter-prerouting",
+                vec![
+                    ct_mark_has(SERVICE_CT_MARK),
+                    eq(ct("direction"), string(dir)),
+                    Statement::Mangle(Mangle {
+                        key: meta(MetaKey::Mark),
+                        value: number(mark),
+                    }),
+                ],
+            );
+        }
+        // The tunnel copies the inner packet's mark to the outer one, whose route lookup
+        // would then hit the mark rules: clear it on the way into the tunnel.
+        b.rule(
+            "filter-postrouting",
+            vec![
+                eq(meta(MetaKey::Oifname), string(VXLAN_DEVICE)),
+                eq(
+                    meta(MetaKey::Mark),
+                    set(vec![
+                        SetItem::Element(number(MARK_TO_BACKEND)),
+                        SetItem::Element(number(MARK_REPLY)),
+                    ]),
+                ),
+                Statement::Mangle(Mangle {
+                    key: meta(MetaKey::Mark),
+                    value: number(0),
+                }),
+            ],
+        );
+        match state.underlay_ip.and_then(node_service_address) {
+            Some(addr) => b.rule(
+                "nat-postrouting",
+                vec![
+                    ct_mark_has(SERVICE_CT_MARK),
+                    eq(meta(MetaKey::Oifname), string(VXLAN_DEVICE)),
+                    Statement::SNAT(Some(NAT {
+                        addr: Some(addr_expr(addr)),
+                        family: Some(NATFamily::IP),
+                        port: None,
+                        flags: None,
+                    })),
+                ],
+            ),
+            None => b.warnings.push(format!(
+                "node {} has no IPv4 underlay address: NodePort / external-IP traffic to backends on other nodes is not translated",
+                state.node
+            )),
+        }
+    }
+
+    // Hairpin: a pod that reaches a VIP and is picked as the backend would get its own
+    // address as the source, which it drops; give such connections the pod's gateway
+    // as the source (the reply comes back through the node and is translated back).
+    let hairpin: Vec<SetItem<'static>> = state
+        .interfaces
+        .iter()
+        .filter(|_| state.services.iter().any(|s| s.vip.is_some()))
+        .filter_map(|i| {
+            let att = attachments.get(&i.key())?;
+            match (i.ip, i.gateway) {
+                (IpAddr::V4(ip), Some(IpAddr::V4(gw))) => Some(SetItem::Mapping(
+                    concat(vec![string(att.host_if_name.clone()), addr_expr(ip)]),
+                    addr_expr(gw),
+                )),
+                _ => None,
+            }
+        })
+        .collect();
+    if !hairpin.is_empty() {
+        b.rule(
+            "nat-postrouting",
+            vec![
+                matches(ct("status"), Operator::IN, string("dnat")),
+                Statement::SNAT(Some(NAT {
+                    addr: Some(Expression::Named(NamedExpression::Map(Box::new(Map {
+                        key: concat(vec![meta(MetaKey::Oifname), payload("ip", "saddr")]),
+                        data: set(hairpin),
+                    })))),
+                    family: Some(NATFamily::IP),
+                    port: None,
+                    flags: None,
+                })),
+            ],
+        );
+    }
+
+    // Reply-only routes: no new connection from the table's pods towards them.
+    let mut forward_items = Vec::new();
+    for (table, prefixes) in &reply_only {
+        let Some(veths) = veths_by_table.get(table) else {
+            continue;
+        };
+        let chain = format!("reply-only-{table}");
+        b.chain(&chain);
+        let addrs = prefixes
+            .iter()
+            .map(|p| {
+                if p.prefix_len() == p.max_prefix_len() {
+                    SetItem::Element(string(p.addr().to_string()))
+                } else {
+                    SetItem::Element(Expression::Named(NamedExpression::Prefix(
+                        nftables::expr::Prefix {
+                            addr: Box::new(string(p.addr().to_string())),
+                            len: u32::from(p.prefix_len()),
+                        },
+                    )))
+                }
+            })
+            .collect();
+        b.rule(
+            &chain,
+            vec![
+                eq(payload("ip", "daddr"), set(addrs)),
+                reject_icmpx(RejectCode::AdminProhibited),
+            ],
+        );
+        for v in veths {
+            forward_items.push(SetItem::Mapping(string(v.clone()), jump(&chain)));
+        }
+    }
+    if !forward_items.is_empty() {
+        b.rule(
+            "filter-forward",
+            vec![
+                matches(ct("state"), Operator::IN, string("new")),
+                Statement::VerdictMap(VerdictMap {
+                    key: meta(MetaKey::Iifname),
+                    data: set(forward_items),
+                }),
+            ],
+        );
+    }
+
+    let Builder {
+        chains,
+        mut rules,
+        warnings: more,
+    } = b;
+    warnings.extend(more);
+    let mut objects = chains;
+    objects.append(&mut rules);
+    let fingerprint = format!(
+        "{:016x}",
+        fnv1a64(serde_json::to_string(&objects).unwrap_or_default().as_bytes())
+    );
+    // The comment goes on the first rule (raw-prerouting's notrack), after hashing.
+    if let Some(NfListObject::Rule(first)) = objects.iter_mut().find(|o| matches!(o, NfListObject::Rule(_))) {
+        first.comment = Some(format!("{FINGERPRINT_PREFIX}{fingerprint}").into());
+    }
+    (Some(NftTable { objects, fingerprint }), warnings)
+}
+
+/// Records `chain` for `key` unless another service holds it (warned).
+fn claim<K: Ord + std::fmt::Debug>(
+    map: &mut BTreeMap<K, String>,
+    key: K,
+    chain: String,
+    service: &str,
+    warnings: &mut Vec<String>,
+) {
+    match map.get(&key) {
+        Some(existing) if *existing != chain => warnings.push(format!(
+            "service {service}: {key:?} is already taken by {existing}; not balanced here"
+        )),
+        Some(_) => {}
+        None => {
+            map.insert(key, chain);
+        }
+    }
+}
+
+/// True when `state` has a service reached from outside the pod networks (NodePort or
+/// external IP): then the agent installs the mark rules and [`SERVICE_TABLE`](weft_model::node::SERVICE_TABLE).
+pub fn has_outside_services(state: &NodeState) -> bool {
+    state
+        .services
+        .iter()
+        .any(|s| !s.external_ips.is_empty() || s.ports.iter().any(|p| p.node_port.is_some()))
+}
+
+// ===== I/O: nft -j =====
+
+/// The live `inet weft` table, as far as the agent cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveTable {
+    /// No such table.
+    Absent,
+    /// The table, with the fingerprint of its first rule's comment if it has one.
+    Present(Option<String>),
+}
+
+impl LiveTable {
+    /// True when this is what `wanted` renders to (absent for `None`).
+    pub fn matches(&self, wanted: Option<&NftTable>) -> bool {
+        match (self, wanted) {
+            (LiveTable::Absent, None) => true,
+            (LiveTable::Present(Some(fp)), Some(t)) => *fp == t.fingerprint,
+            _ => false,
+        }
+    }
+}
+
+/// Reads the live `inet weft` table (`nft -j list table inet weft`) in the calling
+/// thread's network namespace.
+pub fn live_table() -> Result<LiveTable, NftablesError> {
+    match nftables::helper::get_current_ruleset_raw(
+        nftables::helper::DEFAULT_NFT,
+        ["list", "table", "inet", TABLE],
+    ) {
+        Ok(text) => Ok(LiveTable::Present(fingerprint_in(&text))),
+        Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(LiveTable::Absent)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the agent knows of the live table between passes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing yet (a fresh agent): compare with the live table first.
+    #[default]
+    Unknown,
+    /// The last pass left the table absent.
+    Absent,
+    /// The last pass left the table with this fingerprint.
+    Table(String),
+}
+
+impl Applied {
+    fn of(wanted: Option<&NftTable>) -> Applied {
+        match wanted {
+            Some(t) => Applied::Table(t.fingerprint.clone()),
+            None => Applied::Absent,
+        }
+    }
+}
+
+/// Makes the live table what `wanted` says (absent for `None`), in the calling thread's
+/// network namespace, writing only when `last` (what the previous pass left) differs
+/// from it; on the first pass (`last` unknown) the live table is read and compared
+/// instead. Returns whether it wrote. `last` is updated on success. Without an `nft`
+/// binary, a node that needs no table is fine.
+pub fn sync(wanted: Option<&NftTable>, last: &mut Applied) -> Result<bool, NftablesError> {
+    let target = Applied::of(wanted);
+    if *last == target {
+        return Ok(false);
+    }
+    if *last == Applied::Unknown {
+        match live_table() {
+            Ok(live) if live.matches(wanted) => {
+                *last = target;
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(NftablesError::NftExecution { .. }) if wanted.is_none() => {
+                *last = target;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match wanted {
+        Some(t) => apply_document(t)?,
+        None => remove_table()?,
+    }
+    *last = target;
+    Ok(true)
+}
+
+/// The fingerprint in the JSON listing of a table (`nft -j list table inet weft`).
+pub fn fingerprint_in(listing: &str) -> Option<String> {
+    // Read as plain JSON: only the comment matters, and the typed reader rejects some
+    // listings nft produces (ecosystem.md: single NAT flags).
+    let value: serde_json::Value = serde_json::from_str(listing).ok()?;
+    value["nftables"].as_array()?.iter().find_map(|o| {
+        o["rule"]["comment"]
+            .as_str()
+            .and_then(|c| c.strip_prefix(FINGERPRINT_PREFIX))
+            .map(str::to_string)
+    })
+}
+
+/// Replaces the live table with `table` in one transaction (calling thread's namespace).
+pub fn apply_document(table: &NftTable) -> Result<(), NftablesError> {
+    nftables::helper::apply_ruleset_raw(
+        &table.to_json(),
+        nftables::helper::DEFAULT_NFT,
+        nftables::helper::DEFAULT_ARGS,
+    )
+    .map(drop)
+}
+
+/// Removes the live table, if any (calling thread's namespace).
+pub fn remove_table() -> Result<(), NftablesError> {
+    nftables::helper::apply_ruleset(&removal_document())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

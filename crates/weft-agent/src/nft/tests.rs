@@ -1,0 +1,493 @@
+//! Pure tests of the nftables renderer: structure, fingerprints, and a golden snapshot
+//! of the whole document (`WEFT_UPDATE_SNAPSHOTS=1` rewrites it after a deliberate
+//! change; review the diff).
+
+use std::net::IpAddr;
+
+use weft_model::ids::{MacAddr, Vni};
+use weft_model::node::{
+    L4Protocol, LocalInterface, NextHop, NodeBackend, NodeNetwork, NodeRoute, NodeService, NodeServicePort,
+    NodeState, SessionAffinity, VtepPeer, vn_table, vtep_mac,
+};
+
+use super::*;
+use crate::attachment::{Attachment, Attachments};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn iface(ns: &str, pod: &str, vni: u32, addr: &str) -> LocalInterface {
+    LocalInterface {
+        namespace: ns.into(),
+        pod: pod.into(),
+        pod_uid: String::new(),
+        interface: "eth0".into(),
+        network: format!("net{vni}"),
+        table: vn_table(Vni(vni)),
+        vni: Vni(vni),
+        ip: ip(addr),
+        prefix_len: 12,
+        gateway: Some(ip("10.47.255.254")),
+        mac: MacAddr::derived_from(pod),
+        primary: true,
+    }
+}
+
+fn route(prefix: &str, next_hop: NextHop, network: &str, reply_only: bool) -> NodeRoute {
+    NodeRoute {
+        prefix: prefix.parse().unwrap(),
+        next_hop,
+        network: network.into(),
+        reply_only,
+    }
+}
+
+fn backend(addr: &str, port: u16, node: &str) -> NodeBackend {
+    NodeBackend {
+        ip: ip(addr),
+        port,
+        node: Some(node.into()),
+        pod: None,
+    }
+}
+
+fn port(
+    protocol: L4Protocol,
+    port: u16,
+    node_port: Option<u16>,
+    backends: Vec<NodeBackend>,
+) -> NodeServicePort {
+    NodeServicePort {
+        name: String::new(),
+        protocol,
+        port,
+        node_port,
+        backends,
+    }
+}
+
+fn svc(name: &str, vip: &str, affinity: SessionAffinity, ports: Vec<NodeServicePort>) -> NodeService {
+    NodeService {
+        namespace: "dev".into(),
+        name: name.into(),
+        service_type: "ClusterIP".into(),
+        vip: Some(ip(vip)),
+        network: "svc".into(),
+        client_tables: vec![vn_table(Vni(1)), vn_table(Vni(3))],
+        affinity,
+        external_ips: vec![],
+        ports,
+    }
+}
+
+/// Node n1 with pod a (net1) and isolated pod c (net3); four services covering every
+/// shape.
+fn state() -> NodeState {
+    let mut np = svc(
+        "np",
+        "10.96.0.13",
+        SessionAffinity::None,
+        vec![
+            port(
+                L4Protocol::Tcp,
+                80,
+                Some(30080),
+                vec![backend("10.47.255.250", 80, "n2")],
+            ),
+            port(L4Protocol::Tcp, 81, Some(30081), vec![]),
+        ],
+    );
+    np.service_type = "NodePort".into();
+    np.external_ips = vec![ip("203.0.113.7")];
+    np.client_tables = vec![vn_table(Vni(1))];
+    NodeState {
+        node: "n1".into(),
+        revision: 9,
+        underlay_ip: Some(ip("192.0.2.11")),
+        vtep_mac: vtep_mac("n1"),
+        peers: vec![VtepPeer {
+            node: "n2".into(),
+            underlay_ip: ip("192.0.2.12"),
+            vtep_mac: vtep_mac("n2"),
+        }],
+        networks: vec![
+            NodeNetwork {
+                fq_name: "net1".into(),
+                vni: Vni(1),
+                table: vn_table(Vni(1)),
+                gateway: Some(ip("10.47.255.254")),
+                routes: vec![
+                    route(
+                        "10.47.255.248/32",
+                        NextHop::Remote {
+                            node: "n2".into(),
+                            vni: Vni(3),
+                        },
+                        "net3",
+                        true,
+                    ),
+                    route(
+                        "10.47.255.249/32",
+                        NextHop::Local {
+                            interface: "iso/c/eth0".into(),
+                        },
+                        "net3",
+                        true,
+                    ),
+                    route(
+                        "10.47.255.252/32",
+                        NextHop::Local {
+                            interface: "default/a/eth0".into(),
+                        },
+                        "net1",
+                        false,
+                    ),
+                ],
+            },
+            NodeNetwork {
+                fq_name: "net3".into(),
+                vni: Vni(3),
+                table: vn_table(Vni(3)),
+                gateway: Some(ip("10.47.255.254")),
+                routes: vec![route(
+                    "10.47.255.249/32",
+                    NextHop::Local {
+                        interface: "iso/c/eth0".into(),
+                    },
+                    "net3",
+                    false,
+                )],
+            },
+        ],
+        interfaces: vec![
+            iface("default", "a", 1, "10.47.255.252"),
+            iface("iso", "c", 3, "10.47.255.249"),
+        ],
+        services: vec![
+            svc(
+                "web",
+                "10.96.0.10",
+                SessionAffinity::None,
+                vec![port(
+                    L4Protocol::Tcp,
+                    80,
+                    None,
+                    vec![
+                        backend("10.47.255.250", 8080, "n2"),
+                        backend("10.47.255.252", 8080, "n1"),
+                    ],
+                )],
+            ),
+            svc(
+                "aff",
+                "10.96.0.11",
+                SessionAffinity::ClientIp,
+                vec![
+                    port(
+                        L4Protocol::Tcp,
+                        80,
+                        None,
+                        vec![
+                            backend("10.47.255.250", 80, "n2"),
+                            backend("10.47.255.252", 9090, "n1"),
+                        ],
+                    ),
+                    port(
+                        L4Protocol::Udp,
+                        53,
+                        None,
+                        vec![backend("10.47.255.250", 5353, "n2")],
+                    ),
+                ],
+            ),
+            svc(
+                "empty",
+                "10.96.0.12",
+                SessionAffinity::None,
+                vec![
+                    port(L4Protocol::Tcp, 80, None, vec![]),
+                    port(L4Protocol::Udp, 81, None, vec![]),
+                ],
+            ),
+            np,
+        ],
+        service_routes: vec![],
+        warnings: vec![],
+    }
+}
+
+fn attached() -> Attachments {
+    [("default/a/eth0", "wefta"), ("iso/c/eth0", "weftc")]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Attachment {
+                    container_id: "cid".into(),
+                    if_name: "eth0".into(),
+                    host_if_name: v.into(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn rendered() -> NftTable {
+    let (table, warnings) = render(&state(), &attached());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    table.expect("services need a table")
+}
+
+fn rules_of<'a>(t: &'a NftTable, chain: &str) -> Vec<&'a Rule<'static>> {
+    t.objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Rule(r) if r.chain == chain => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap()
+}
+
+#[test]
+fn no_services_no_table() {
+    let mut s = state();
+    s.services.clear();
+    for n in &mut s.networks {
+        n.routes.retain(|r| !r.reply_only);
+    }
+    let (table, warnings) = render(&s, &attached());
+    assert!(table.is_none());
+    assert!(warnings.is_empty());
+    assert!(!has_outside_services(&s));
+    assert!(has_outside_services(&state()));
+}
+
+#[test]
+fn document_replaces_the_table_atomically_and_carries_the_fingerprint() {
+    let t = rendered();
+    let doc = json(&t.document());
+    assert!(
+        doc.starts_with(
+            r#"{"nftables":[{"add":{"table":{"family":"inet","name":"weft"}}},{"delete":{"table":{"family":"inet","name":"weft"}}},{"add":{"table":{"family":"inet","name":"weft"}}}"#
+        ),
+        "{doc}"
+    );
+    // Only weft's table is named anywhere.
+    assert!(!doc.contains(r#""table":"filter""#) && !doc.contains(r#""name":"nat""#));
+    let notrack = rules_of(&t, "raw-prerouting");
+    assert_eq!(notrack.len(), 1);
+    assert_eq!(
+        notrack[0].comment.as_deref(),
+        Some(format!("{FINGERPRINT_PREFIX}{}", t.fingerprint).as_str())
+    );
+    assert_eq!(json(&notrack[0].expr), json(&rules_of(&t, "raw-output")[0].expr));
+    assert!(t.to_json().contains(r#"{"notrack":null}"#), "{}", t.to_json());
+    assert!(!t.to_json().contains(r#""notrack","#));
+    // Same input, same fingerprint; a backend change, another one.
+    assert_eq!(rendered().fingerprint, t.fingerprint);
+    let mut s = state();
+    s.services[0].ports[0].backends.pop();
+    let (other, _) = render(&s, &attached());
+    assert_ne!(other.unwrap().fingerprint, t.fingerprint);
+    // The removal document only names the table.
+    assert_eq!(
+        json(&removal_document()),
+        r#"{"nftables":[{"add":{"table":{"family":"inet","name":"weft"}}},{"delete":{"table":{"family":"inet","name":"weft"}}}]}"#
+    );
+    // The live listing's comment is found again.
+    let listing = format!(
+        r#"{{"nftables":[{{"metainfo":{{"version":"1.0.6"}}}},{{"table":{{"family":"inet","name":"weft","handle":3}}}},{{"rule":{{"family":"inet","table":"weft","chain":"raw-prerouting","handle":9,"comment":"{FINGERPRINT_PREFIX}{}","expr":[]}}}}]}}"#,
+        t.fingerprint
+    );
+    assert_eq!(fingerprint_in(&listing), Some(t.fingerprint.clone()));
+    assert_eq!(fingerprint_in(r#"{"nftables":[]}"#), None);
+    assert_eq!(fingerprint_in("not json"), None);
+}
+
+#[test]
+fn vip_chains_balance_only_for_client_pods() {
+    let t = rendered();
+    let web = rules_of(&t, "vip.dev.web.tcp.80");
+    assert_eq!(web.len(), 1);
+    let text = json(&web[0].expr);
+    assert!(text.contains(r#"{"set":["wefta","weftc"]}"#), "{text}");
+    assert!(text.contains(r#""numgen":{"mode":"random","mod":2}"#), "{text}");
+    assert!(
+        text.contains(r#"[0,{"concat":["10.47.255.250",8080]}]"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"[1,{"concat":["10.47.255.252",8080]}]"#),
+        "{text}"
+    );
+    // ClientIP affinity hashes the source with a fixed seed.
+    let aff = json(&rules_of(&t, "vip.dev.aff.tcp.80")[0].expr);
+    assert!(
+        aff.contains(r#""jhash":{"mod":2,"expr":{"payload":{"protocol":"ip","field":"saddr"}},"seed":"#),
+        "{aff}"
+    );
+    // One backend: a plain dnat to address and port.
+    let udp = json(&rules_of(&t, "vip.dev.aff.udp.53")[0].expr);
+    assert!(
+        udp.contains(r#"{"dnat":{"addr":"10.47.255.250","family":"ip","port":5353}}"#),
+        "{udp}"
+    );
+    // The NodePort service is for net1's pods only.
+    let np = json(&rules_of(&t, "vip.dev.np.tcp.80")[0].expr);
+    assert!(np.contains(r#"{"set":["wefta"]}"#), "{np}");
+    // Without an attached client on this node there is no VIP chain.
+    let mut atts = attached();
+    atts.clear();
+    let (t2, _) = render(&state(), &atts);
+    assert!(rules_of(t2.as_ref().unwrap(), "vip.dev.web.tcp.80").is_empty());
+}
+
+#[test]
+fn dispatch_rejects_and_outside_traffic() {
+    let t = rendered();
+    let nat = rules_of(&t, "nat-prerouting");
+    assert_eq!(nat.len(), 2, "VIP/external map and NodePort map");
+    let by_address = json(&nat[0].expr);
+    for entry in [
+        r#"[{"concat":["10.96.0.10","tcp",80]},{"goto":{"target":"vip.dev.web.tcp.80"}}]"#,
+        r#"[{"concat":["203.0.113.7","tcp",80]},{"goto":{"target":"out.dev.np.tcp.80"}}]"#,
+    ] {
+        assert!(by_address.contains(entry), "{entry} in {by_address}");
+    }
+    // Ports without backends are not dispatched.
+    assert!(!by_address.contains("10.96.0.12"), "{by_address}");
+    let node_ports = json(&nat[1].expr);
+    assert!(
+        node_ports.contains(r#"{"fib":{"result":"type","flags":["daddr"]}}"#),
+        "{node_ports}"
+    );
+    assert!(
+        node_ports.contains(r#"[{"concat":["tcp",30080]},{"goto":{"target":"out.dev.np.tcp.80"}}]"#),
+        "{node_ports}"
+    );
+    // The outside chain marks the connection, then balances.
+    let out = json(&rules_of(&t, "out.dev.np.tcp.80")[0].expr);
+    assert!(
+        out.starts_with(
+            r#"[{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"ct":{"key":"mark"}},16777216]}}}"#
+        ),
+        "{out}"
+    );
+    // Rejects: TCP reset first, then ICMP port unreachable, for VIPs and NodePorts.
+    let filter: Vec<String> = rules_of(&t, "filter-prerouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect();
+    assert_eq!(filter.len(), 6, "{filter:#?}");
+    assert!(filter[0].contains(r#"{"reject":{"type":"tcp reset"}}"#) && filter[0].contains("10.96.0.12"));
+    assert!(!filter[0].contains(r#""udp",81"#));
+    assert!(filter[1].contains(r#"{"reject":{"type":"icmpx","expr":"port-unreachable"}}"#));
+    assert!(
+        filter[1].contains(r#"{"concat":["10.96.0.12","udp",81]}"#),
+        "{}",
+        filter[1]
+    );
+    assert!(filter[2].contains(r#"{"concat":["tcp",30081]}"#) && filter[2].contains("tcp reset"));
+    assert!(
+        filter[4].contains(r#"{"ct":{"key":"direction"}},"right":"original""#),
+        "{}",
+        filter[4]
+    );
+    assert!(filter[4].contains(&format!(r#""value":{MARK_TO_BACKEND}"#)));
+    assert!(filter[5].contains(&format!(r#""value":{MARK_REPLY}"#)));
+    // SNAT to the node's service address on the way into the tunnel.
+    let snat = json(&rules_of(&t, "nat-postrouting")[0].expr);
+    assert!(
+        snat.contains(r#"{"snat":{"addr":"169.254.2.11","family":"ip"}}"#),
+        "{snat}"
+    );
+    assert!(snat.contains(r#""right":"weft-vxlan""#), "{snat}");
+    // Marks are cleared before the tunnel copies them onto the outer packet.
+    let clear = json(&rules_of(&t, "filter-postrouting")[0].expr);
+    assert!(
+        clear.contains(&format!(r#"{{"set":[{MARK_TO_BACKEND},{MARK_REPLY}]}}"#)),
+        "{clear}"
+    );
+    assert!(
+        clear.ends_with(r#"{"mangle":{"key":{"meta":{"key":"mark"}},"value":0}}]"#),
+        "{clear}"
+    );
+    // Hairpin: a pod that is its own backend gets its gateway as the source.
+    let hairpin = json(&rules_of(&t, "nat-postrouting")[1].expr);
+    assert!(hairpin.contains(r#""right":"dnat","op":"in""#), "{hairpin}");
+    assert!(
+        hairpin.contains(r#"[{"concat":["wefta","10.47.255.252"]},"10.47.255.254"]"#),
+        "{hairpin}"
+    );
+}
+
+#[test]
+fn reply_only_routes_refuse_new_connections() {
+    let t = rendered();
+    let fwd = json(&rules_of(&t, "filter-forward")[0].expr);
+    assert!(
+        fwd.contains(r#"{"match":{"left":{"ct":{"key":"state"}},"right":"new","op":"in"}}"#),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains(r#"["wefta",{"jump":{"target":"reply-only-10001"}}]"#),
+        "{fwd}"
+    );
+    assert!(!fwd.contains("weftc"), "net3 has no reply-only route: {fwd}");
+    let chain = json(&rules_of(&t, "reply-only-10001")[0].expr);
+    assert!(
+        chain.contains(r#"{"set":["10.47.255.248","10.47.255.249"]}"#),
+        "{chain}"
+    );
+    assert!(
+        chain.contains(r#"{"reject":{"type":"icmpx","expr":"admin-prohibited"}}"#),
+        "{chain}"
+    );
+}
+
+#[test]
+fn ipv6_and_conflicts_are_warned_not_rendered() {
+    let mut s = state();
+    s.services[0].vip = Some(ip("fd00::10"));
+    // A second service claiming np's external IP and port.
+    let mut dup = s.services[3].clone();
+    dup.name = "np2".into();
+    dup.ports.truncate(1);
+    dup.ports[0].node_port = None;
+    s.services.push(dup);
+    let (t, warnings) = render(&s, &attached());
+    let t = t.unwrap();
+    assert!(warnings.iter().any(|w| w.contains("IPv6 VIP")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("already taken")),
+        "{warnings:?}"
+    );
+    let by_address = json(&rules_of(&t, "nat-prerouting")[0].expr);
+    assert!(!by_address.contains("fd00"));
+    assert!(by_address.contains("out.dev.np.tcp.80") && !by_address.contains("out.dev.np2.tcp.80"));
+}
+
+#[test]
+fn snapshot_of_the_whole_document() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/nft/snapshot.json");
+    let text = rendered().to_json_pretty() + "\n";
+    if std::env::var_os("WEFT_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with WEFT_UPDATE_SNAPSHOTS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        want == text,
+        "rendered table differs from {}; if intended, rerun with WEFT_UPDATE_SNAPSHOTS=1 and review the diff\n{text}",
+        path.display()
+    );
+}
