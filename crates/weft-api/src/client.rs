@@ -137,6 +137,25 @@ impl ApiClient {
         self.decode("delete", resp).await
     }
 
+    /// Explains one flow (`weft explain`).
+    pub async fn explain(
+        &self,
+        req: &crate::explain::ExplainRequest,
+    ) -> Result<crate::explain::Explanation, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/explain", self.base))
+            .query(&[
+                ("from", req.from.as_str()),
+                ("to", req.to.as_str()),
+                ("protocol", req.protocol.as_str()),
+            ])
+            .query(&[("port", req.port)])
+            .send()
+            .await;
+        self.decode("explain", resp).await
+    }
+
     /// Controller status.
     pub async fn status(&self) -> Result<ControllerStatus, ClientError> {
         self.get("/v1/status").await

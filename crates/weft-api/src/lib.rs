@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod controller;
+pub mod explain;
 pub mod manifest;
 pub mod node_client;
 pub mod server;

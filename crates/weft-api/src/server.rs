@@ -229,6 +229,16 @@ fn node_watch(controller: Arc<Controller>, node: String, after: u64, heartbeat: 
         .into_response()
 }
 
+async fn explain(
+    State(c): State<Arc<Controller>>,
+    Query(req): Query<crate::explain::ExplainRequest>,
+) -> Response {
+    match crate::explain::explain(&c, &req).await {
+        Ok(e) => Json(e).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
 /// The API's routes over a controller.
 pub fn router(controller: Arc<Controller>) -> Router {
     router_with_heartbeat(controller, WATCH_HEARTBEAT)
@@ -242,6 +252,7 @@ pub fn router_with_heartbeat(controller: Arc<Controller>, heartbeat: Duration) -
         .route("/v1/apply", post(apply))
         .route("/v1/delete", post(delete))
         .route("/v1/status", get(status))
+        .route("/v1/explain", get(explain))
         .route("/v1/consistency", get(consistency))
         .route("/v1/config", get(config))
         .route("/v1/derived/{plural}", get(derived))

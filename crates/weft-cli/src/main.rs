@@ -8,6 +8,7 @@
 mod bench;
 mod controller;
 mod demo;
+mod explain;
 mod output;
 
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ enum Command {
     Get(output::GetArgs),
     /// Show one object in detail.
     Describe(output::DescribeArgs),
+    /// Why a flow from a pod is delivered or not: table, route, service, policy.
+    Explain(explain::ExplainArgs),
     /// Every component's state, and why it is not ready.
     Status(output::StatusArgs),
     /// A node's desired routing tables (what its agent programs), as the controller computes them.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => output::apply(&cli.server, args, true).await,
             Command::Get(args) => output::get(&cli.server, args).await,
             Command::Describe(args) => output::describe(&cli.server, args).await,
+            Command::Explain(args) => explain::run(&cli.server, args).await,
             Command::Status(args) => output::status(&cli.server, args).await,
             Command::Routes(args) => controller::routes(&cli.server, args)
                 .await

@@ -763,3 +763,60 @@ fn pod_bench_reports_and_cleans_up() {
         .count();
     assert_eq!(bench_ns, 0, "pod namespaces left");
 }
+
+/// `weft explain`'s verdict equals what `weft lab probe` observes, for every ordered
+/// pair of pods and for every pod to every service VIP in the namespace scenario.
+#[test]
+fn explain_agrees_with_probes() {
+    require_root!();
+    let lab = Lab::up('x', 2, &scenario());
+    let status = lab.status();
+    let url = status["controller"]["url"]
+        .as_str()
+        .expect("controller url")
+        .to_string();
+    let pods: Vec<String> = status["pods"]
+        .as_object()
+        .expect("pods")
+        .keys()
+        .cloned()
+        .collect();
+    let services: Vec<String> = {
+        let mut cmd = Command::new(&lab.weft);
+        cmd.args(["--server", &url, "get", "services", "-o", "json"]);
+        let (code, out, err) = run(cmd);
+        assert_eq!(code, 0, "{err}");
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["object"]["vip"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(services.len(), 2);
+    let mut checked = 0;
+    for from in &pods {
+        let targets = pods
+            .iter()
+            .filter(|p| *p != from)
+            .cloned()
+            .chain(services.iter().cloned());
+        for to in targets {
+            let mut cmd = Command::new(&lab.weft);
+            cmd.args(["--server", &url, "explain", from, "->", &format!("{to}:80/tcp")]);
+            let (code, out, err) = run(cmd);
+            assert!(
+                code == 0 || code == 1,
+                "explain {from} -> {to} failed: {out}{err}"
+            );
+            let explained = code == 0;
+            let observed = lab.probe(from, &to, "80/tcp", if explained { 3 } else { 0 });
+            assert_eq!(
+                explained, observed,
+                "explain and probe disagree for {from} -> {to}:\n{out}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5 * 4 + 5 * 2);
+}

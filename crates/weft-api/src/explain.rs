@@ -1,0 +1,432 @@
+//! `weft explain`: why a packet from one pod to a pod or address is delivered or not.
+//!
+//! It walks the same data the data plane is built from, in the order a packet meets it:
+//! the source pod's interface and its network's routing table on the source node, the
+//! service translation (if the destination is a VIP that this network may use), the
+//! route (local veth, VXLAN to another node, or the table's `unreachable default`),
+//! then NetworkPolicy on both sides (weft-policy's decision, upstream semantics).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::{Deserialize, Serialize};
+use weft_model::node::{L4Protocol, NextHop, NodeState};
+use weft_model::{DerivedKind, DerivedObject, InputKind, InterfaceAttachment};
+use weft_policy::{Endpoint, Flow, NamedPort, PodInfo, PolicySet, Protocol};
+
+use crate::controller::Controller;
+
+/// What to explain: `from` is `namespace/pod`; `to` is `namespace/pod` or an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainRequest {
+    /// Source pod, `namespace/pod`.
+    pub from: String,
+    /// Destination pod (`namespace/pod`) or IP address (a pod, a service VIP, anything).
+    pub to: String,
+    /// Destination port.
+    pub port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+}
+
+/// One step of the walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainStep {
+    /// `source`, `destination`, `service`, `route`, `policy`.
+    pub stage: String,
+    /// What happens there, in words.
+    pub detail: String,
+}
+
+/// The answer: each step and the final verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// Steps in packet order.
+    pub steps: Vec<ExplainStep>,
+    /// `allowed`, `denied`, or `depends` (some service backends allowed, some not).
+    pub verdict: String,
+    /// The deciding reason.
+    pub reason: String,
+}
+
+/// A request that cannot be explained (unknown pod, bad address …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExplainError(pub String);
+
+fn step(steps: &mut Vec<ExplainStep>, stage: &str, detail: String) {
+    steps.push(ExplainStep {
+        stage: stage.to_string(),
+        detail,
+    });
+}
+
+async fn primary_interface(c: &Controller, who: &str) -> Result<InterfaceAttachment, ExplainError> {
+    let (ns, pod) = who
+        .split_once('/')
+        .ok_or_else(|| ExplainError(format!("expected namespace/pod, found {who:?}")))?;
+    let found = c
+        .derived(DerivedKind::Interface, Some(ns))
+        .await
+        .into_iter()
+        .find_map(|d| match d {
+            DerivedObject::Interface(i) if i.pod == pod && i.primary => Some(i),
+            _ => None,
+        });
+    match found {
+        Some(i) => Ok(i),
+        None => {
+            let pending = c
+                .derived(DerivedKind::Status, None)
+                .await
+                .into_iter()
+                .find_map(|d| match d {
+                    DerivedObject::Status(s) if s.object == format!("Pod {ns}/{pod}") => s.reason,
+                    _ => None,
+                });
+            Err(ExplainError(match pending {
+                Some(reason) => format!("Pod {ns}/{pod} has no interface yet: {reason}"),
+                None => format!("Pod {ns}/{pod} is not known to the controller"),
+            }))
+        }
+    }
+}
+
+/// Longest-prefix match in one table of a node's state.
+fn lookup(state: &NodeState, table: u32, dst: IpAddr) -> Option<&weft_model::node::NodeRoute> {
+    let network = state.networks.iter().find(|n| n.table == table)?;
+    network
+        .routes
+        .iter()
+        .filter(|r| r.prefix.contains(&dst))
+        .max_by_key(|r| r.prefix.prefix_len())
+}
+
+fn describe_route(state: &NodeState, table: u32, dst: IpAddr) -> (bool, String) {
+    match lookup(state, table, dst) {
+        Some(route) if route.reply_only => (
+            false,
+            format!(
+                "table {table} on {} routes {} only for replies of service traffic ({} is a client of a service in this network, the networks are not connected): the agent's nftables forward chain rejects new connections to it",
+                state.node, route.prefix, route.network
+            ),
+        ),
+        Some(route) => match &route.next_hop {
+            NextHop::Local { interface } => (
+                true,
+                format!(
+                    "table {table} on {}: {} → local pod interface {interface}",
+                    state.node, route.prefix
+                ),
+            ),
+            NextHop::Remote { node, vni } => {
+                let underlay = state
+                    .peers
+                    .iter()
+                    .find(|p| &p.node == node)
+                    .map(|p| p.underlay_ip.to_string())
+                    .unwrap_or_else(|| "?".into());
+                (
+                    true,
+                    format!(
+                        "table {table} on {}: {} → VXLAN VNI {vni} to {node} ({underlay}); there `ip rule iif weft-vxlan tun_id {vni}` steers it into that network's table and on to the pod",
+                        state.node, route.prefix
+                    ),
+                )
+            }
+        },
+        None => (
+            false,
+            format!(
+                "table {table} on {} has no route to {dst}: `unreachable default` answers ICMP no-route-to-host (the networks are not connected)",
+                state.node
+            ),
+        ),
+    }
+}
+
+async fn policy_set(c: &Controller) -> PolicySet {
+    let mut set = PolicySet::default();
+    for v in c.inputs(InputKind::Namespace, None).await {
+        if let Ok(ns) = serde_json::from_value::<Namespace>(v) {
+            let name = ns.metadata.name.clone().unwrap_or_default();
+            set.namespaces
+                .insert(name, ns.metadata.labels.clone().unwrap_or_default());
+        }
+    }
+    let mut ips: BTreeMap<(String, String), Vec<IpAddr>> = BTreeMap::new();
+    for d in c.derived(DerivedKind::Interface, None).await {
+        if let DerivedObject::Interface(i) = d {
+            ips.entry((i.namespace.clone(), i.pod.clone()))
+                .or_default()
+                .push(i.ip);
+        }
+    }
+    for v in c.inputs(InputKind::Pod, None).await {
+        let Ok(pod) = serde_json::from_value::<Pod>(v) else {
+            continue;
+        };
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut ports = Vec::new();
+        for c in pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+        {
+            for p in c.ports.as_deref().unwrap_or_default() {
+                if let (Some(pname), Ok(port)) = (&p.name, u16::try_from(p.container_port)) {
+                    let protocol = p
+                        .protocol
+                        .as_deref()
+                        .and_then(Protocol::parse)
+                        .unwrap_or(Protocol::Tcp);
+                    ports.push(NamedPort {
+                        name: pname.clone(),
+                        port,
+                        protocol,
+                    });
+                }
+            }
+        }
+        set.pods.push(PodInfo {
+            ips: ips.get(&(ns.clone(), name.clone())).cloned().unwrap_or_default(),
+            namespace: ns,
+            name,
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            ports,
+        });
+    }
+    for v in c.inputs(InputKind::NetworkPolicy, None).await {
+        if let Ok(p) = serde_json::from_value::<NetworkPolicy>(v) {
+            set.policies.push(p);
+        }
+    }
+    set
+}
+
+fn endpoint_for(set: &PolicySet, ip: IpAddr) -> Endpoint {
+    match set.pods.iter().position(|p| p.ips.contains(&ip)) {
+        Some(i) => Endpoint::Pod(i),
+        None => Endpoint::External(ip),
+    }
+}
+
+/// Policy step for one (source pod, destination address, port) pair; true if allowed.
+fn explain_policy(
+    set: &PolicySet,
+    steps: &mut Vec<ExplainStep>,
+    src: &str,
+    dst_ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+) -> bool {
+    let Some((ns, pod)) = src.split_once('/') else {
+        return true;
+    };
+    let Some(src_index) = set.pod_index(ns, pod) else {
+        return true;
+    };
+    let dst = endpoint_for(set, dst_ip);
+    let dst_name = match &dst {
+        Endpoint::Pod(i) => set
+            .pods
+            .get(*i)
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .unwrap_or_default(),
+        Endpoint::External(ip) => ip.to_string(),
+    };
+    let decision = set.evaluate(&Flow {
+        src: Endpoint::Pod(src_index),
+        dst,
+        port,
+        protocol,
+    });
+    step(steps, "policy", decision.egress.explain("Egress", src));
+    step(steps, "policy", decision.ingress.explain("Ingress", &dst_name));
+    decision.allowed()
+}
+
+/// Explains one flow.
+pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation, ExplainError> {
+    let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
+        ExplainError(format!(
+            "protocol: expected tcp, udp or sctp, found {:?}",
+            req.protocol
+        ))
+    })?;
+    let mut steps = Vec::new();
+    let src = primary_interface(c, &req.from).await?;
+    let Some(src_node) = src.node.clone() else {
+        return Err(ExplainError(format!(
+            "Pod {} is not scheduled to a node",
+            req.from
+        )));
+    };
+    let state = c.node_state(&src_node).await;
+    let table = state
+        .interfaces
+        .iter()
+        .find(|i| i.namespace == src.namespace && i.pod == src.pod && i.interface == src.interface)
+        .map(|i| i.table)
+        .ok_or_else(|| {
+            ExplainError(format!(
+                "node {src_node} has no state for {}/{}",
+                req.from, src.interface
+            ))
+        })?;
+    step(
+        &mut steps,
+        "source",
+        format!(
+            "{} ({}) on {src_node}, network {}: `ip rule iif <its veth> lookup {table}`",
+            req.from, src.ip, src.network
+        ),
+    );
+    let dst_ip: IpAddr = if req.to.contains('/') {
+        let dst = primary_interface(c, &req.to).await?;
+        step(
+            &mut steps,
+            "destination",
+            format!(
+                "{} is {} on {} (network {})",
+                req.to,
+                dst.ip,
+                dst.node.clone().unwrap_or_else(|| "-".into()),
+                dst.network
+            ),
+        );
+        dst.ip
+    } else {
+        req.to.parse().map_err(|_| {
+            ExplainError(format!(
+                "destination: expected namespace/pod or an IP address, found {:?}",
+                req.to
+            ))
+        })?
+    };
+    let policies = policy_set(c).await;
+    // Service translation.
+    let wanted = match protocol {
+        Protocol::Tcp => L4Protocol::Tcp,
+        Protocol::Udp => L4Protocol::Udp,
+        Protocol::Sctp => L4Protocol::Sctp,
+    };
+    let service = state.services.iter().find_map(|s| {
+        let hit = s.vip == Some(dst_ip) || s.external_ips.contains(&dst_ip);
+        let port = s
+            .ports
+            .iter()
+            .find(|p| p.port == req.port && p.protocol == wanted);
+        if hit { port.map(|p| (s, p)) } else { None }
+    });
+    if let Some((svc, port)) = service {
+        if !svc.client_tables.contains(&table) {
+            step(
+                &mut steps,
+                "service",
+                format!(
+                    "{dst_ip}:{} is service {}/{}, but its network {} is not connected to {}: no translation for this source",
+                    req.port, svc.namespace, svc.name, svc.network, src.network
+                ),
+            );
+        } else if port.backends.is_empty() {
+            step(
+                &mut steps,
+                "service",
+                format!(
+                    "{dst_ip}:{} is service {}/{} with no ready endpoints: the agent rejects (TCP reset / ICMP port unreachable)",
+                    req.port, svc.namespace, svc.name
+                ),
+            );
+            return Ok(Explanation {
+                steps,
+                verdict: "denied".into(),
+                reason: format!("service {}/{} has no ready endpoints", svc.namespace, svc.name),
+            });
+        } else {
+            let list: Vec<String> = port
+                .backends
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}:{} ({})",
+                        b.ip,
+                        b.port,
+                        b.pod
+                            .clone()
+                            .unwrap_or_else(|| b.node.clone().unwrap_or_default())
+                    )
+                })
+                .collect();
+            step(
+                &mut steps,
+                "service",
+                format!(
+                    "{dst_ip}:{} is service {}/{}: DNAT in nftables table inet weft to one of {} ({})",
+                    req.port,
+                    svc.namespace,
+                    svc.name,
+                    list.join(", "),
+                    if matches!(svc.affinity, weft_model::node::SessionAffinity::ClientIp) {
+                        "jhash of the client address: ClientIP affinity"
+                    } else {
+                        "numgen random"
+                    }
+                ),
+            );
+            let mut allowed = 0;
+            for b in &port.backends {
+                let (routed, text) = describe_route(&state, table, b.ip);
+                step(&mut steps, "route", format!("backend {}: {text}", b.ip));
+                if routed && explain_policy(&policies, &mut steps, &req.from, b.ip, b.port, protocol) {
+                    allowed += 1;
+                }
+            }
+            let total = port.backends.len();
+            let (verdict, reason) = match allowed {
+                0 => ("denied", "no backend is reachable and allowed".to_string()),
+                n if n == total => (
+                    "allowed",
+                    format!("all {total} backends are reachable and allowed"),
+                ),
+                n => (
+                    "depends",
+                    format!(
+                        "{n} of {total} backends are reachable and allowed; the outcome depends on the backend chosen"
+                    ),
+                ),
+            };
+            return Ok(Explanation {
+                steps,
+                verdict: verdict.into(),
+                reason,
+            });
+        }
+    }
+    let (routed, text) = describe_route(&state, table, dst_ip);
+    step(&mut steps, "route", text);
+    if !routed {
+        return Ok(Explanation {
+            steps,
+            verdict: "denied".into(),
+            reason: "no route between the networks".into(),
+        });
+    }
+    if explain_policy(&policies, &mut steps, &req.from, dst_ip, req.port, protocol) {
+        Ok(Explanation {
+            steps,
+            verdict: "allowed".into(),
+            reason: "routed, and NetworkPolicy allows it on both sides".into(),
+        })
+    } else {
+        Ok(Explanation {
+            steps,
+            verdict: "denied".into(),
+            reason: "NetworkPolicy denies it".into(),
+        })
+    }
+}
