@@ -83,8 +83,8 @@ use nftables::stmt::{
 };
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use weft_model::node::{
-    L4Protocol, NodeBackend, NodeService, NodeServicePort, NodeState, SessionAffinity, VN_TABLE_BASE,
-    VXLAN_DEVICE, VXLAN_PORT, node_service_address,
+    L4Protocol, NodeBackend, NodeService, NodeServicePort, NodeState, PolicyRule, SessionAffinity,
+    VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT, node_service_address,
 };
 
 use crate::attachment::Attachments;
@@ -490,7 +490,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
             }
         }
     }
-    if state.services.is_empty() && reply_only.is_empty() {
+    if state.services.is_empty() && reply_only.is_empty() && state.policies.is_empty() {
         return (None, warnings);
     }
 
@@ -896,6 +896,9 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
         );
     }
 
+    // NetworkPolicy (after the reply-only guard, which only looks at new connections).
+    render_policies(&mut b, state, attachments);
+
     let Builder {
         chains,
         mut rules,
@@ -913,6 +916,259 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
         first.comment = Some(format!("{FINGERPRINT_PREFIX}{fingerprint}").into());
     }
     (Some(NftTable { objects, fingerprint }), warnings)
+}
+
+/// The compiled rules of one direction of an endpoint, ready for two set lookups: peer
+/// prefixes allowed on any protocol and port, and (prefix, protocol, port range)
+/// elements, pairwise disjoint (an nftables interval set refuses overlapping elements).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicySets {
+    /// Everything is allowed (a rule with no peers and no ports).
+    pub all: bool,
+    /// Peers allowed on any protocol and port (aggregated, disjoint).
+    pub any_port: Vec<ipnet::Ipv4Net>,
+    /// Peer prefix, protocol and inclusive destination port range.
+    pub ports: Vec<(ipnet::Ipv4Net, L4Protocol, u16, u16)>,
+}
+
+impl PolicySets {
+    /// True when a packet with peer `ip`, `protocol` and destination `port` hits a set
+    /// (what the kernel decides; used by tests).
+    pub fn allows(&self, ip: Ipv4Addr, protocol: L4Protocol, port: u16) -> bool {
+        self.all
+            || self.any_port.iter().any(|p| p.contains(&ip))
+            || self.ports.iter().any(|(p, proto, first, last)| {
+                p.contains(&ip) && *proto == protocol && *first <= port && port <= *last
+            })
+    }
+}
+
+/// Turns compiled rules into [`PolicySets`] (IPv4 only: IPv6 prefixes are dropped, so
+/// IPv6 traffic of an isolated endpoint is rejected).
+pub fn policy_sets(rules: &[PolicyRule]) -> PolicySets {
+    let everything = ipnet::Ipv4Net::default();
+    let v4 = |peers: &Option<Vec<ipnet::IpNet>>| -> Vec<ipnet::Ipv4Net> {
+        match peers {
+            None => vec![everything],
+            Some(ps) => ps
+                .iter()
+                .filter_map(|p| match p {
+                    ipnet::IpNet::V4(v) => Some(v.trunc()),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .collect(),
+        }
+    };
+    let mut out = PolicySets::default();
+    let mut any = Vec::new();
+    // (protocol, first, last, prefixes)
+    let mut ranged: Vec<(L4Protocol, u16, u16, Vec<ipnet::Ipv4Net>)> = Vec::new();
+    for r in rules {
+        let peers = v4(&r.peers);
+        match &r.ports {
+            None if r.peers.is_none() => out.all = true,
+            None => any.extend(peers),
+            Some(ports) => {
+                for p in ports {
+                    ranged.push((p.protocol, p.first, p.last, peers.clone()));
+                }
+            }
+        }
+    }
+    if out.all {
+        return out;
+    }
+    out.any_port = ipnet::Ipv4Net::aggregate(&any);
+    // Cut every protocol's port axis at all range boundaries, so the segments are
+    // disjoint; per segment the union of the prefixes; adjacent segments with the same
+    // prefixes merged back.
+    let protocols: BTreeSet<L4Protocol> = ranged.iter().map(|r| r.0).collect();
+    for proto in protocols {
+        let mut cuts: BTreeSet<u32> = BTreeSet::new();
+        for (p, first, last, _) in &ranged {
+            if *p == proto {
+                cuts.insert(u32::from(*first));
+                cuts.insert(u32::from(*last) + 1);
+            }
+        }
+        let cuts: Vec<u32> = cuts.into_iter().collect();
+        let mut segments: Vec<(u32, u32, Vec<ipnet::Ipv4Net>)> = Vec::new();
+        for w in cuts.windows(2) {
+            let (lo, hi) = (w[0], w[1] - 1);
+            let mut prefixes = Vec::new();
+            for (p, first, last, peers) in &ranged {
+                if *p == proto && u32::from(*first) <= lo && hi <= u32::from(*last) {
+                    prefixes.extend(peers.iter().copied());
+                }
+            }
+            if prefixes.is_empty() {
+                continue;
+            }
+            let prefixes = ipnet::Ipv4Net::aggregate(&prefixes);
+            match segments.last_mut() {
+                Some(last) if last.1 + 1 == lo && last.2 == prefixes => last.1 = hi,
+                _ => segments.push((lo, hi, prefixes)),
+            }
+        }
+        for (lo, hi, prefixes) in segments {
+            let (Ok(lo), Ok(hi)) = (u16::try_from(lo), u16::try_from(hi)) else {
+                continue;
+            };
+            for prefix in prefixes {
+                out.ports.push((prefix, proto, lo, hi));
+            }
+        }
+    }
+    out
+}
+
+fn prefix_expr(p: ipnet::Ipv4Net) -> Expression<'static> {
+    if p.prefix_len() == 32 {
+        addr_expr(p.addr())
+    } else {
+        Expression::Named(NamedExpression::Prefix(nftables::expr::Prefix {
+            addr: Box::new(addr_expr(p.addr())),
+            len: u32::from(p.prefix_len()),
+        }))
+    }
+}
+
+/// Fills one endpoint chain: the packet `returns` (to the other direction's check)
+/// when its peer address (`field`: `saddr` for ingress, `daddr` for egress) and port
+/// hit a set, else it is rejected: TCP with a reset, the rest with ICMP
+/// admin-prohibited, so clients fail fast instead of timing out.
+fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'static str) {
+    let sets = policy_sets(rules);
+    if sets.all {
+        b.rule(chain, vec![Statement::Return(None)]);
+        return;
+    }
+    if !sets.any_port.is_empty() {
+        b.rule(
+            chain,
+            vec![
+                eq(
+                    payload("ip", field),
+                    set(sets
+                        .any_port
+                        .iter()
+                        .map(|p| SetItem::Element(prefix_expr(*p)))
+                        .collect()),
+                ),
+                Statement::Return(None),
+            ],
+        );
+    }
+    if !sets.ports.is_empty() {
+        let items = sets
+            .ports
+            .iter()
+            .map(|(p, proto, first, last)| {
+                let port = if first == last {
+                    number(u32::from(*first))
+                } else {
+                    Expression::Range(Box::new(nftables::expr::Range {
+                        range: [number(u32::from(*first)), number(u32::from(*last))],
+                    }))
+                };
+                SetItem::Element(concat(vec![prefix_expr(*p), string(proto.as_str()), port]))
+            })
+            .collect();
+        b.rule(
+            chain,
+            vec![
+                eq(
+                    concat(vec![
+                        payload("ip", field),
+                        meta(MetaKey::L4proto),
+                        payload("th", "dport"),
+                    ]),
+                    set(items),
+                ),
+                Statement::Return(None),
+            ],
+        );
+    }
+    b.rule(
+        chain,
+        vec![eq(meta(MetaKey::L4proto), string("tcp")), reject_tcp()],
+    );
+    b.rule(chain, vec![reject_icmpx(RejectCode::AdminProhibited)]);
+}
+
+/// NetworkPolicy in `filter-forward` (pod traffic is forwarded; services are DNATed in
+/// prerouting before, so the checks see the backend pod, as Kubernetes wants):
+///
+/// ```text
+/// ct state established,related accept                  (replies of allowed connections)
+/// iifname vmap { <veth of an egress-isolated pod> : jump pol-out-<n> }
+/// oifname vmap { <veth of an ingress-isolated pod> : jump pol-in-<n> }
+/// pol-out-<n>: ip daddr { any-port peers } return
+///              ip daddr . meta l4proto . th dport { prefix . proto . ports } return
+///              meta l4proto tcp reject with tcp reset; reject with icmpx admin-prohibited
+/// pol-in-<n>:  the same with ip saddr
+/// ```
+///
+/// Each node checks the egress of its own pods and the ingress of its own pods, so a
+/// connection between nodes is checked once per side, and one between two local pods
+/// goes through both chains. Two set lookups per chain, whatever the number of pods
+/// and rules. The sets are anonymous and the whole table is rewritten atomically on
+/// every change (a label change only changes set elements in the document).
+fn render_policies(b: &mut Builder, state: &NodeState, attachments: &Attachments) {
+    let mut egress_items = Vec::new();
+    let mut ingress_items = Vec::new();
+    for (n, ep) in state.policies.iter().enumerate() {
+        let Some(att) = attachments.get(&ep.interface) else {
+            continue;
+        };
+        if !ep.ip.is_ipv4() {
+            b.warnings.push(format!(
+                "policy of {}: IPv6 endpoint {} not enforced (IPv4 only)",
+                ep.interface, ep.ip
+            ));
+            continue;
+        }
+        if let Some(rules) = &ep.egress {
+            let chain = format!("pol-out-{n}");
+            b.chain(&chain);
+            policy_chain(b, &chain, rules, "daddr");
+            egress_items.push(SetItem::Mapping(string(att.host_if_name.clone()), jump(&chain)));
+        }
+        if let Some(rules) = &ep.ingress {
+            let chain = format!("pol-in-{n}");
+            b.chain(&chain);
+            policy_chain(b, &chain, rules, "saddr");
+            ingress_items.push(SetItem::Mapping(string(att.host_if_name.clone()), jump(&chain)));
+        }
+    }
+    if egress_items.is_empty() && ingress_items.is_empty() {
+        return;
+    }
+    b.rule(
+        "filter-forward",
+        vec![
+            matches(
+                ct("state"),
+                Operator::IN,
+                Expression::List(vec![string("established"), string("related")]),
+            ),
+            Statement::Accept(None),
+        ],
+    );
+    for (key, items) in [
+        (MetaKey::Iifname, egress_items),
+        (MetaKey::Oifname, ingress_items),
+    ] {
+        if !items.is_empty() {
+            b.rule(
+                "filter-forward",
+                vec![Statement::VerdictMap(VerdictMap {
+                    key: meta(key),
+                    data: set(items),
+                })],
+            );
+        }
+    }
 }
 
 /// Records `chain` for `key` unless another service holds it (warned).

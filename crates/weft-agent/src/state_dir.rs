@@ -168,6 +168,7 @@ mod tests {
             services: vec![],
             service_routes: vec![],
             warnings: vec![],
+            policies: vec![],
         };
         sd.save_node_state(&state).unwrap();
         let mut atts = Attachments::new();

@@ -51,6 +51,7 @@ fn state() -> NodeState {
         services: vec![],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 

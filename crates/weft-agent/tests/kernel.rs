@@ -228,6 +228,7 @@ fn node1_state() -> NodeState {
         services: vec![],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 
@@ -256,6 +257,7 @@ fn node2_state() -> NodeState {
         services: vec![],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 

@@ -123,6 +123,7 @@ fn state(backends: &[&str]) -> NodeState {
         }],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 

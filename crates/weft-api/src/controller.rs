@@ -78,6 +78,8 @@ struct RoutingInputs {
     interfaces: Vec<InterfaceAttachment>,
     services: Vec<ServiceRecord>,
     nodes: Vec<Node>,
+    /// Pods, namespaces and NetworkPolicies, for the policy compiler.
+    policy_set: weft_policy::PolicySet,
 }
 
 /// The controller: translator + store.
@@ -429,14 +431,17 @@ impl Controller {
     /// tables, routes, VXLAN peers and local interfaces (see [`weft_routing`]).
     pub async fn node_state(&self, node: &str) -> NodeState {
         let inputs = self.routing_inputs().await;
-        weft_routing::compile_node_state_with_services(
+        let mut state = weft_routing::compile_node_state_with_services(
             node,
             inputs.revision,
             &inputs.networks,
             &inputs.interfaces,
             &inputs.services,
             &inputs.nodes,
-        )
+        );
+        state.policies =
+            weft_routing::policy::compile_node_policies(node, &inputs.policy_set, &inputs.interfaces);
+        state
     }
 
     /// The route compiler's inputs at the latest revision, copied out of the translator
@@ -472,13 +477,24 @@ impl Controller {
                 _ => None,
             })
             .collect();
+        let (mut pods, mut namespaces, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+        for o in t.inputs() {
+            match o {
+                InputObject::Pod(p) => pods.push(p.as_ref().clone()),
+                InputObject::Namespace(n) => namespaces.push(n.as_ref().clone()),
+                InputObject::NetworkPolicy(p) => policies.push(p.as_ref().clone()),
+                _ => {}
+            }
+        }
         drop(t);
+        let policy_set = weft_routing::policy::policy_set(&pods, &namespaces, &policies, &interfaces);
         let fresh = Arc::new(RoutingInputs {
             revision,
             networks,
             interfaces,
             services,
             nodes,
+            policy_set,
         });
         if let Ok(mut slot) = self.routing.lock()
             && slot.as_ref().is_none_or(|old| old.revision <= revision)

@@ -125,6 +125,7 @@ pub struct ErrorBody {
 /// connection is dead and reconnects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // nearly every line is a State; boxing buys nothing
 pub enum NodeWatchLine {
     /// The node's complete desired state (never a delta).
     State(NodeState),

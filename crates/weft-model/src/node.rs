@@ -99,6 +99,78 @@ pub struct NodeState {
     /// Why the state is incomplete, if it is (e.g. "Node n2 has no InternalIP yet").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Kubernetes NetworkPolicy of the local pod interfaces that some policy isolates
+    /// (one entry per interface, sorted by interface key); an interface not listed is
+    /// not isolated in either direction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<EndpointPolicy>,
+}
+
+/// The compiled NetworkPolicy of one local pod interface: per direction, `None` when no
+/// policy isolates the pod for it (everything allowed), else the rules of which at
+/// least one must match a new connection (an empty list denies everything).
+///
+/// Replies of allowed connections are always allowed (conntrack); the rules decide new
+/// connections only. Egress rules match the destination address and port of packets
+/// the pod sends; ingress rules match the source address and the destination port of
+/// packets sent to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPolicy {
+    /// `namespace/pod/interface` ([`LocalInterface::key`]).
+    pub interface: String,
+    /// The interface's address.
+    pub ip: IpAddr,
+    /// Rules for connections to this pod; `None`: not isolated for ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Vec<PolicyRule>>,
+    /// Rules for connections from this pod; `None`: not isolated for egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<PolicyRule>>,
+}
+
+/// One compiled rule: it matches a connection whose peer address is in `peers` and
+/// whose protocol and destination port are in `ports`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyRule {
+    /// Peer prefixes (pods as host prefixes, ipBlocks with their excepts cut out);
+    /// `None`: any address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<IpNet>>,
+    /// Protocol and destination port ranges; `None`: any protocol and port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PolicyPort>>,
+}
+
+/// A protocol and an inclusive range of destination ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PolicyPort {
+    /// Protocol.
+    pub protocol: L4Protocol,
+    /// First port.
+    pub first: u16,
+    /// Last port (≥ `first`).
+    pub last: u16,
+}
+
+impl PolicyRule {
+    /// True when this rule matches a connection with peer address `peer`, protocol
+    /// `protocol` and destination port `port`.
+    pub fn matches(&self, peer: IpAddr, protocol: L4Protocol, port: u16) -> bool {
+        let peer_ok = self
+            .peers
+            .as_ref()
+            .is_none_or(|ps| ps.iter().any(|p| p.contains(&peer)));
+        let port_ok = self.ports.as_ref().is_none_or(|ps| {
+            ps.iter()
+                .any(|p| p.protocol == protocol && p.first <= port && port <= p.last)
+        });
+        peer_ok && port_ok
+    }
+}
+
+/// True when one direction with `rules` (see [`EndpointPolicy`]) allows the connection.
+pub fn direction_allows(rules: Option<&[PolicyRule]>, peer: IpAddr, protocol: L4Protocol, port: u16) -> bool {
+    rules.is_none_or(|rs| rs.iter().any(|r| r.matches(peer, protocol, port)))
 }
 
 /// A remote VXLAN tunnel endpoint.

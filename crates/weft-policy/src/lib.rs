@@ -235,7 +235,10 @@ impl PolicySet {
         ns == pod.namespace && selector_matches(&selector, &pod.labels)
     }
 
-    fn peer_matches(&self, policy_ns: &str, peer: &NetworkPolicyPeer, endpoint: &Endpoint) -> bool {
+    /// True if `peer` (of a policy in namespace `policy_ns`) matches `endpoint`: an
+    /// ipBlock by address (cidr minus excepts, for pods by any of their addresses),
+    /// else namespaceSelector AND podSelector (no namespaceSelector: `policy_ns`).
+    pub fn peer_matches(&self, policy_ns: &str, peer: &NetworkPolicyPeer, endpoint: &Endpoint) -> bool {
         if let Some(block) = &peer.ip_block {
             let ips: Vec<IpAddr> = match endpoint {
                 Endpoint::External(ip) => vec![*ip],

@@ -36,6 +36,7 @@ use weft_model::node::{
 };
 use weft_model::{InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
 
+pub mod policy;
 pub mod services;
 
 /// FQ name of TF's pseudo network standing for the underlay (IP fabric). Networks list
@@ -256,6 +257,7 @@ pub fn compile_node_state_with_services(
         services: node_services,
         service_routes,
         warnings: warnings.into_iter().collect(),
+        policies: Vec::new(),
     }
 }
 

@@ -52,6 +52,7 @@ fn state(revision: u64, interfaces: Vec<LocalInterface>) -> NodeState {
         services: vec![],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 

@@ -92,6 +92,7 @@ fn node2() -> NodeState {
         services: vec![],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 

@@ -214,6 +214,7 @@ fn state() -> NodeState {
         ],
         service_routes: vec![],
         warnings: vec![],
+        policies: vec![],
     }
 }
 
@@ -490,4 +491,118 @@ fn snapshot_of_the_whole_document() {
         "rendered table differs from {}; if intended, rerun with WEFT_UPDATE_SNAPSHOTS=1 and review the diff\n{text}",
         path.display()
     );
+}
+
+fn policy_rule(peers: Option<&[&str]>, ports: Option<&[(L4Protocol, u16, u16)]>) -> PolicyRule {
+    PolicyRule {
+        peers: peers.map(|ps| ps.iter().map(|p| p.parse().unwrap()).collect()),
+        ports: ports.map(|ps| {
+            ps.iter()
+                .map(|(protocol, first, last)| weft_model::node::PolicyPort {
+                    protocol: *protocol,
+                    first: *first,
+                    last: *last,
+                })
+                .collect()
+        }),
+    }
+}
+
+#[test]
+fn policies_render_forward_dispatch_and_endpoint_chains() {
+    let mut s = state();
+    s.services.clear();
+    for n in &mut s.networks {
+        n.routes.retain(|r| !r.reply_only);
+    }
+    s.policies = vec![
+        weft_model::node::EndpointPolicy {
+            interface: "default/a/eth0".into(),
+            ip: ip("10.1.0.2"),
+            ingress: Some(vec![policy_rule(
+                Some(&["10.1.0.3/32", "10.2.0.0/16"]),
+                Some(&[(L4Protocol::Tcp, 80, 80)]),
+            )]),
+            egress: Some(vec![]),
+        },
+        weft_model::node::EndpointPolicy {
+            interface: "iso/c/eth0".into(),
+            ip: ip("10.9.0.2"),
+            ingress: None,
+            egress: Some(vec![policy_rule(None, None)]),
+        },
+    ];
+    let (table, warnings) = render(&s, &attached());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let table = table.expect("policies need a table");
+    let forward = json(&rules_of(&table, "filter-forward"));
+    assert!(forward.contains("established"), "{forward}");
+    assert!(forward.contains(r#""wefta""#) && forward.contains("pol-out-0") && forward.contains("pol-in-0"));
+    assert!(forward.contains("pol-out-1") && !forward.contains("pol-in-1"));
+    // Ingress: one concatenated lookup, then the rejects.
+    let ingress = json(&rules_of(&table, "pol-in-0"));
+    assert!(
+        ingress.contains("saddr") && ingress.contains(r#""len":16"#),
+        "{ingress}"
+    );
+    assert_eq!(rules_of(&table, "pol-in-0").len(), 3);
+    // Egress deny-all: only the rejects.
+    assert_eq!(rules_of(&table, "pol-out-0").len(), 2);
+    // Allow-all egress: one return.
+    assert_eq!(
+        json(&rules_of(&table, "pol-out-1")),
+        json(&vec![Rule {
+            family: nftables::types::NfFamily::INet,
+            table: TABLE.into(),
+            chain: "pol-out-1".into(),
+            expr: std::borrow::Cow::Owned(vec![Statement::Return(None)]),
+            ..Default::default()
+        }])
+    );
+}
+
+#[test]
+fn policy_sets_are_disjoint_and_decide_like_the_rules() {
+    let rules = vec![
+        policy_rule(Some(&["10.0.0.0/24"]), Some(&[(L4Protocol::Tcp, 80, 90)])),
+        policy_rule(
+            Some(&["10.0.0.5/32", "10.1.0.0/16"]),
+            Some(&[(L4Protocol::Tcp, 85, 100)]),
+        ),
+        policy_rule(
+            Some(&["10.0.0.7/32"]),
+            Some(&[(L4Protocol::Udp, 53, 53), (L4Protocol::Tcp, 1, 65535)]),
+        ),
+        policy_rule(Some(&["192.168.0.0/24"]), None),
+        policy_rule(Some(&["fd00::/8"]), None),
+    ];
+    let sets = policy_sets(&rules);
+    assert!(!sets.all);
+    for (i, a) in sets.ports.iter().enumerate() {
+        for b in &sets.ports[i + 1..] {
+            let overlap =
+                a.1 == b.1 && a.2 <= b.3 && b.2 <= a.3 && (a.0.contains(&b.0) || b.0.contains(&a.0));
+            assert!(!overlap, "{a:?} overlaps {b:?}");
+        }
+    }
+    for addr in [
+        "10.0.0.1",
+        "10.0.0.5",
+        "10.0.0.7",
+        "10.1.2.3",
+        "10.2.0.1",
+        "192.168.0.9",
+    ] {
+        let a: std::net::Ipv4Addr = addr.parse().unwrap();
+        for proto in [L4Protocol::Tcp, L4Protocol::Udp] {
+            for port in [1, 53, 79, 80, 84, 85, 90, 91, 100, 101, 65535] {
+                assert_eq!(
+                    sets.allows(a, proto, port),
+                    weft_model::node::direction_allows(Some(&rules), IpAddr::V4(a), proto, port),
+                    "{addr} {proto:?} {port}"
+                );
+            }
+        }
+    }
+    assert!(policy_sets(&[policy_rule(None, None)]).all);
 }
