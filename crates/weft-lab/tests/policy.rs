@@ -12,196 +12,28 @@
 //! `weft-cni` binaries, lab `p<pid % 10000><letter>` taken down by a guard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::{Lab, require_root};
+
+/// Prefix of this file's lab names.
+const LAB_PREFIX: char = 'p';
+
+const NAMESPACES: [&str; 3] = ["x", "y", "z"];
+const PODS: [&str; 3] = ["a", "b", "c"];
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 use weft_lab::echo::{ProbeKind, Proto, probe_from_netns};
 use weft_policy::{Endpoint, Flow, NamedPort, PodInfo, PolicySet, Protocol};
 
-/// Bound on one lab command.
-const WAIT: Duration = Duration::from_secs(180);
 /// Bound on a state change reaching the nodes' kernels.
 const CONVERGE: Duration = Duration::from_secs(20);
 /// Bound on one probe step.
 const STEP: Duration = Duration::from_secs(2);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        })
-        .and_then(|u| u.parse::<u32>().ok())
-        == Some(0)
-        && Command::new("ip").arg("-V").output().is_ok()
-        && Command::new("nft").arg("--version").output().is_ok()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipping: needs root, iproute2 and nft (builds a lab of network namespaces)");
-            return;
-        }
-    };
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn newest_source(dir: &Path, newest: &mut SystemTime) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            newest_source(&p, newest);
-        } else if p.extension().is_some_and(|x| x == "rs")
-            && let Ok(m) = e.metadata().and_then(|m| m.modified())
-            && m > *newest
-        {
-            *newest = m;
-        }
-    }
-}
-
-/// `target/<profile>/weft`, checked to exist and to be newer than the sources of the
-/// crates the data path is made of.
-fn weft() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = std::env::var_os("WEFT_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().to_path_buf());
-    let weft = dir.join("weft");
-    let cni = dir.join("weft-cni");
-    let advice = "build them first: cargo build -p weft -p weft-cni (or run cargo nextest run --workspace)";
-    assert!(
-        weft.is_file() && cni.is_file(),
-        "{} or {} missing; {advice}",
-        weft.display(),
-        cni.display()
-    );
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for c in [
-        "weft-cli",
-        "weft-agent",
-        "weft-routing",
-        "weft-model",
-        "weft-translator",
-        "weft-api",
-        "weft-lab",
-    ] {
-        newest_source(&workspace().join("crates").join(c).join("src"), &mut newest);
-    }
-    let built = std::fs::metadata(&weft).and_then(|m| m.modified()).unwrap();
-    assert!(
-        built >= newest,
-        "{} is older than the sources; {advice}",
-        weft.display()
-    );
-    weft
-}
-
-/// Runs a command with a bound; (exit code, stdout, stderr).
-fn run(mut cmd: Command) -> (i32, String, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let shown = format!("{cmd:?}");
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not finish within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// One lab, taken down when dropped.
-struct Lab {
-    name: String,
-    weft: PathBuf,
-}
-
-impl Lab {
-    /// A two-node lab with `manifests` applied.
-    fn up(letter: char, manifests: &str) -> Lab {
-        let lab = Lab {
-            name: format!("p{}{letter}", std::process::id() % 10000),
-            weft: weft(),
-        };
-        lab.lab(&["down"]);
-        let file = lab.write("up.yaml", manifests);
-        let (code, out, err) = lab.lab(&["up", "--nodes", "2", "-f", &file.display().to_string()]);
-        assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
-        lab
-    }
-
-    fn lab(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = Command::new(&self.weft);
-        cmd.args(["lab", "--name", &self.name]).args(args);
-        run(cmd)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.lab(args);
-        assert_eq!(code, 0, "weft lab {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("weft-pol-test-{}", self.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(name);
-        std::fs::write(&file, text).unwrap();
-        file
-    }
-
-    fn apply(&self, name: &str, text: &str) {
-        let file = self.write(name, text);
-        self.ok(&["apply", "-f", &file.display().to_string()]);
-    }
-
-    fn delete(&self, name: &str, text: &str) {
-        let file = self.write(name, text);
-        self.ok(&["delete", "-f", &file.display().to_string()]);
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["status", "-o", "json"])).unwrap()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let (code, out, err) = self.lab(&["down"]);
-        if code != 0 {
-            eprintln!("weft lab down --name {} failed: {out}{err}", self.name);
-        }
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("weft-pol-test-{}", self.name)));
-    }
-}
-
-const NAMESPACES: [&str; 3] = ["x", "y", "z"];
-const PODS: [&str; 3] = ["a", "b", "c"];
 
 fn names() -> Vec<String> {
     NAMESPACES
@@ -382,7 +214,7 @@ struct Case {
 #[ignore = "first case saw x/a -> x/b (node-1 -> node-2) still allowed after 20 s while the manual replay denies it; under investigation"]
 fn network_policy_matrix_matches_the_model() {
     require_root!();
-    let lab = Lab::up('a', &world_manifests());
+    let lab = Lab::up_text('a', &world_manifests());
     let status = lab.status();
     let mut netns = BTreeMap::new();
     let mut ips = BTreeMap::new();

@@ -12,244 +12,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+use support::{Lab, require_root};
+
+/// Prefix of this file's lab names.
+const LAB_PREFIX: char = 's';
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use weft_lab::echo::{ProbeKind, Proto, connect_from_netns, probe_from_netns, whoami_from_netns, whoami_on};
 
-/// Bound on one lab command.
-const WAIT: Duration = Duration::from_secs(180);
 /// Bound on a state change reaching the nodes' kernels.
 const CONVERGE: Duration = Duration::from_secs(20);
 /// Bound on one probe step.
 const STEP: Duration = Duration::from_secs(2);
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        })
-        .and_then(|u| u.parse::<u32>().ok())
-        == Some(0)
-        && Command::new("ip").arg("-V").output().is_ok()
-        && Command::new("nft").arg("--version").output().is_ok()
-}
-
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipping: needs root, iproute2 and nft (builds a lab of network namespaces)");
-            return;
-        }
-    };
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn newest_source(dir: &Path, newest: &mut SystemTime) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            newest_source(&p, newest);
-        } else if p.extension().is_some_and(|x| x == "rs")
-            && let Ok(m) = e.metadata().and_then(|m| m.modified())
-            && m > *newest
-        {
-            *newest = m;
-        }
-    }
-}
-
-/// `target/<profile>/weft`, checked to exist and to be newer than the sources of the
-/// crates the data path is made of.
-fn weft() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = std::env::var_os("WEFT_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| exe.parent().unwrap().parent().unwrap().to_path_buf());
-    let weft = dir.join("weft");
-    let cni = dir.join("weft-cni");
-    let advice = "build them first: cargo build -p weft -p weft-cni (or run cargo nextest run --workspace)";
-    assert!(
-        weft.is_file() && cni.is_file(),
-        "{} or {} missing; {advice}",
-        weft.display(),
-        cni.display()
-    );
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for c in [
-        "weft-cli",
-        "weft-agent",
-        "weft-routing",
-        "weft-model",
-        "weft-translator",
-        "weft-api",
-        "weft-lab",
-    ] {
-        newest_source(&workspace().join("crates").join(c).join("src"), &mut newest);
-    }
-    let built = std::fs::metadata(&weft).and_then(|m| m.modified()).unwrap();
-    assert!(
-        built >= newest,
-        "{} is older than the sources; {advice}",
-        weft.display()
-    );
-    weft
-}
-
-/// Runs a command with a bound; (exit code, stdout, stderr).
-fn run(mut cmd: Command) -> (i32, String, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let shown = format!("{cmd:?}");
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not finish within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// One lab, taken down when dropped.
-struct Lab {
-    name: String,
-    weft: PathBuf,
-}
-
-impl Lab {
-    /// A two-node lab with `manifests` applied.
-    fn up(letter: char, manifests: &str) -> Lab {
-        let lab = Lab {
-            name: format!("s{}{letter}", std::process::id() % 10000),
-            weft: weft(),
-        };
-        lab.lab(&["down"]);
-        let file = lab.write("up.yaml", manifests);
-        let (code, out, err) = lab.lab(&["up", "--nodes", "2", "-f", &file.display().to_string()]);
-        assert_eq!(code, 0, "lab up failed:\n{out}\n{err}");
-        lab
-    }
-
-    fn lab(&self, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = Command::new(&self.weft);
-        cmd.args(["lab", "--name", &self.name]).args(args);
-        run(cmd)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.lab(args);
-        assert_eq!(code, 0, "weft lab {args:?} failed:\n{out}\n{err}");
-        out
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("weft-svc-test-{}", self.name));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(name);
-        std::fs::write(&file, text).unwrap();
-        file
-    }
-
-    fn apply(&self, name: &str, text: &str) {
-        let file = self.write(name, text);
-        self.ok(&["apply", "-f", &file.display().to_string()]);
-    }
-
-    fn delete(&self, name: &str, text: &str) {
-        let file = self.write(name, text);
-        self.ok(&["delete", "-f", &file.display().to_string()]);
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["status", "-o", "json"])).unwrap()
-    }
-
-    /// The network namespace of pod `ns/name`.
-    fn pod_netns(&self, pod: &str) -> String {
-        self.status()["pods"][pod]["netns"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no pod {pod}"))
-            .to_string()
-    }
-
-    /// (netns, underlay address) of node `index` (1-based).
-    fn node(&self, index: usize) -> (String, IpAddr) {
-        let s = self.status();
-        let n = &s["nodes"][index - 1];
-        (
-            n["netns"].as_str().unwrap().to_string(),
-            n["underlayIp"].as_str().unwrap().parse().unwrap(),
-        )
-    }
-
-    /// `weft get services -o json` (or the table with `table`), against the lab's
-    /// controller.
-    fn get_services(&self, json: bool) -> String {
-        let url = self.status()["controller"]["url"].as_str().unwrap().to_string();
-        let mut cmd = Command::new(&self.weft);
-        cmd.args(["--server", &url, "get", "services"]);
-        if json {
-            cmd.args(["-o", "json"]);
-        }
-        let (code, out, err) = run(cmd);
-        assert_eq!(code, 0, "weft get services: {out}{err}");
-        out
-    }
-
-    /// The stored service `ns/name`.
-    fn service(&self, key: &str) -> Value {
-        let all: Value = serde_json::from_str(&self.get_services(true)).unwrap();
-        all.as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["object"].clone())
-            .find(|o| {
-                format!(
-                    "{}/{}",
-                    o["namespace"].as_str().unwrap(),
-                    o["name"].as_str().unwrap()
-                ) == key
-            })
-            .unwrap_or_else(|| panic!("no service {key} in {all}"))
-    }
-
-    fn vip(&self, key: &str) -> IpAddr {
-        self.service(key)["vip"].as_str().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let (code, out, err) = self.lab(&["down"]);
-        if code != 0 {
-            eprintln!("weft lab down --name {} failed: {out}{err}", self.name);
-        }
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("weft-svc-test-{}", self.name)));
-    }
-}
 
 /// Asks `count` times who answers at `target` from `netns`; answers counted by pod,
 /// failures under `ERR <kind>`.
@@ -318,7 +97,7 @@ fn cluster_ip_spreads_over_nodes_with_udp_named_ports_affinity_and_fast_rejects(
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80, targetPort: http}\n  - {name: dns, port: 53, protocol: UDP, targetPort: dns}\n---\n";
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: sticky, namespace: default}\nspec:\n  selector: {app: web}\n  sessionAffinity: ClientIP\n  ports: [{port: 80, targetPort: http}]\n---\n";
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: empty, namespace: default}\nspec:\n  selector: {app: nobody}\n  ports:\n  - {name: tcp, port: 80}\n  - {name: udp, port: 53, protocol: UDP}\n";
-    let lab = Lab::up('a', &m);
+    let lab = Lab::up_text('a', &m);
     let web = lab.vip("default/web");
     let tcp80 = SocketAddr::new(web, 80);
     let udp53 = SocketAddr::new(web, 53);
@@ -382,7 +161,7 @@ fn endpoint_churn_keeps_established_connections() {
     m += &pod("default", "client", 1, "client", "{containerPort: 80}");
     m += &pod("default", "b", 2, "web", "{containerPort: 80}");
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
-    let lab = Lab::up('b', &m);
+    let lab = Lab::up_text('b', &m);
     let vip = SocketAddr::new(lab.vip("default/web"), 80);
     let ns = lab.pod_netns("default/client");
     eventually("client -> web", &ns, vip, Proto::Tcp, |t| {
@@ -429,7 +208,7 @@ fn node_port_external_ip_and_load_balancer_from_another_node() {
     m += &pod("default", "web-2", 2, "web", "{containerPort: 8080}");
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: np, namespace: default}\nspec:\n  type: NodePort\n  selector: {app: web}\n  externalIPs: [198.51.100.10]\n  ports:\n  - {name: tcp, port: 80, targetPort: 8080, nodePort: 30080}\n  - {name: udp, port: 80, protocol: UDP, targetPort: 8080, nodePort: 30080}\n---\n";
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: default}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n";
-    let lab = Lab::up('c', &m);
+    let lab = Lab::up_text('c', &m);
     let (n1, ip1) = lab.node(1);
     let (n2, ip2) = lab.node(2);
 
@@ -495,7 +274,7 @@ fn isolated_namespace_services_follow_tf_isolation() {
     m += &pod("default", "d-web", 1, "web", "{containerPort: 80}");
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: iso}\nspec:\n  selector: {app: db}\n  ports: [{port: 80}]\n---\n";
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n";
-    let lab = Lab::up('d', &m);
+    let lab = Lab::up_text('d', &m);
     let db = SocketAddr::new(lab.vip("iso/db"), 80);
     let web = SocketAddr::new(lab.vip("default/web"), 80);
     let i_client = lab.pod_netns("iso/i-client");
