@@ -1,0 +1,545 @@
+//! One peer's session task: the I/O around a [`Fsm`].
+//!
+//! The task owns the TCP connection, the read buffer, the codec and the timers; it turns
+//! socket events and timer expiries into FSM inputs and carries out the FSM's outputs.
+//! It talks to the speaker's owner task only through [`SessionCmd`] (in) and
+//! [`SessionEvent`] (out).
+//!
+//! Containment: every received frame is decoded inside `catch_unwind`, so a panic while
+//! decoding one peer's message becomes a NOTIFICATION (UPDATE/OPEN/Header error,
+//! Unspecific) and a session reset for that peer only. The whole task body is also run
+//! under `catch_unwind`: any other panic is reported as the session going down and the
+//! session restarts from Idle after its idle-hold delay.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{debug, info, warn};
+
+use crate::codec::{DecodeError, Negotiated, SessionCodec};
+use crate::fsm::{DownReason, Fsm, FsmConfig, Input, Output, State, Timer};
+use crate::message::{Message, NotificationMsg, UpdateMsg, notif};
+use crate::rib::PeerId;
+use crate::types::Family;
+
+/// Bound on connecting out, so a black-holed address does not hold the session.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on one write; a peer that stops reading for this long is treated as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on writing the NOTIFICATION before closing.
+const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A test and fault-injection hook called with every received frame, inside the decode
+/// panic guard, before decoding. `None` in production.
+pub type FrameHook = fn(&[u8]);
+
+/// Commands from the owner task.
+#[derive(Debug)]
+pub(crate) enum SessionCmd {
+    /// Start the FSM (ManualStart).
+    Start,
+    /// Stop it (ManualStop) and exit the task.
+    Shutdown,
+    /// An accepted connection from this peer's address.
+    Inbound(TcpStream),
+    /// UPDATEs to send, valid only for the session incarnation `generation`.
+    Send {
+        generation: u64,
+        updates: Vec<UpdateMsg>,
+    },
+    /// Send raw bytes as they are (tests: malformed messages from our side).
+    SendRaw(Vec<u8>),
+}
+
+/// Events to the owner task.
+#[derive(Debug)]
+pub(crate) enum SessionEvent {
+    State {
+        peer: PeerId,
+        state: State,
+        since: std::time::Instant,
+    },
+    Established {
+        peer: PeerId,
+        generation: u64,
+        negotiated: Negotiated,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    Down {
+        peer: PeerId,
+        was_established: bool,
+        reason: DownReason,
+        graceful: bool,
+    },
+    Update {
+        peer: PeerId,
+        generation: u64,
+        update: UpdateMsg,
+    },
+    RouteRefresh {
+        peer: PeerId,
+        generation: u64,
+        family: Family,
+    },
+}
+
+/// Where and how to reach the peer.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub remote: SocketAddr,
+    pub local: Option<IpAddr>,
+}
+
+struct Conn {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+struct Session {
+    peer: PeerId,
+    endpoint: Endpoint,
+    fsm: Fsm,
+    codec: SessionCodec,
+    conn: Option<Conn>,
+    buf: Vec<u8>,
+    connecting: Option<JoinHandle<io::Result<TcpStream>>>,
+    deadlines: [Option<Instant>; 4],
+    generation: u64,
+    established: bool,
+    /// The established session negotiated graceful restart (RFC 4724).
+    gr_negotiated: bool,
+    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    frame_hook: Option<FrameHook>,
+}
+
+const TIMERS: [Timer; 4] = [
+    Timer::ConnectRetry,
+    Timer::Hold,
+    Timer::Keepalive,
+    Timer::IdleHold,
+];
+
+fn timer_index(t: Timer) -> usize {
+    match t {
+        Timer::ConnectRetry => 0,
+        Timer::Hold => 1,
+        Timer::Keepalive => 2,
+        Timer::IdleHold => 3,
+    }
+}
+
+fn expiry_input(t: Timer) -> Input {
+    match t {
+        Timer::ConnectRetry => Input::ConnectRetryTimerExpired,
+        Timer::Hold => Input::HoldTimerExpired,
+        Timer::Keepalive => Input::KeepaliveTimerExpired,
+        Timer::IdleHold => Input::IdleHoldTimerExpired,
+    }
+}
+
+/// Runs a peer's session until [`SessionCmd::Shutdown`] or until the owner goes away.
+pub(crate) async fn run(
+    peer: PeerId,
+    config: FsmConfig,
+    endpoint: Endpoint,
+    mut cmd_rx: mpsc::UnboundedReceiver<SessionCmd>,
+    events_tx: mpsc::UnboundedSender<SessionEvent>,
+    frame_hook: Option<FrameHook>,
+) {
+    let mut started = false;
+    loop {
+        let mut session = Session {
+            peer,
+            endpoint: endpoint.clone(),
+            fsm: Fsm::new(config.clone()),
+            codec: SessionCodec::default(),
+            conn: None,
+            buf: Vec::new(),
+            connecting: None,
+            deadlines: [None; 4],
+            generation: 0,
+            established: false,
+            gr_negotiated: false,
+            events_tx: events_tx.clone(),
+            frame_hook,
+        };
+        if started {
+            session.feed(Input::Start).await;
+        }
+        let result = AssertUnwindSafe(session.run(&mut cmd_rx, &mut started))
+            .catch_unwind()
+            .await;
+        match result {
+            Ok(()) => return,
+            Err(_) => {
+                warn!(%peer, "session task panicked; resetting the session");
+                if let Some(h) = session.connecting.take() {
+                    h.abort();
+                }
+                let _ = session.events_tx.send(SessionEvent::Down {
+                    peer,
+                    was_established: session.established,
+                    reason: DownReason::ProtocolError("internal error (panic) in the session task".into()),
+                    graceful: false,
+                });
+                // Give the peer a pause before the fresh incarnation restarts.
+                tokio::time::sleep(Duration::from_secs(u64::from(config.idle_hold_secs.max(1)))).await;
+            }
+        }
+    }
+}
+
+/// Reads from the connection, or never completes when there is none.
+async fn read_some(conn: &mut Option<Conn>, scratch: &mut [u8]) -> io::Result<usize> {
+    match conn {
+        Some(c) => c.reader.read(scratch).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the connect attempt, or never completes when there is none.
+async fn connected(h: &mut Option<JoinHandle<io::Result<TcpStream>>>) -> io::Result<TcpStream> {
+    match h {
+        Some(h) => match h.await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(e)),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    async fn run(&mut self, cmd_rx: &mut mpsc::UnboundedReceiver<SessionCmd>, started: &mut bool) {
+        let mut scratch = vec![0u8; 64 * 1024];
+        loop {
+            let next = self.deadlines.iter().flatten().min().copied();
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(SessionCmd::Shutdown) => {
+                        self.feed(Input::Stop).await;
+                        if let Some(h) = self.connecting.take() {
+                            h.abort();
+                        }
+                        return;
+                    }
+                    Some(SessionCmd::Start) => {
+                        *started = true;
+                        self.feed(Input::Start).await;
+                    }
+                    Some(SessionCmd::Inbound(stream)) => self.inbound(stream).await,
+                    Some(SessionCmd::Send { generation, updates }) => {
+                        if generation == self.generation && self.fsm.state() == State::Established {
+                            for u in updates {
+                                self.send_update(&u).await;
+                            }
+                        }
+                    }
+                    Some(SessionCmd::SendRaw(bytes)) => {
+                        if self.write(&bytes).await.is_err() {
+                            self.feed(Input::TcpFailed).await;
+                        }
+                    }
+                },
+                res = connected(&mut self.connecting) => {
+                    self.connecting = None;
+                    match res {
+                        Ok(stream) => {
+                            self.attach(stream);
+                            self.feed(Input::TcpConnected).await;
+                        }
+                        Err(e) => {
+                            debug!(peer = %self.peer, error = %e, "connect failed");
+                            self.feed(Input::TcpFailed).await;
+                        }
+                    }
+                },
+                res = read_some(&mut self.conn, &mut scratch) => match res {
+                    Ok(0) | Err(_) => {
+                        self.conn = None;
+                        self.feed(Input::TcpFailed).await;
+                    }
+                    Ok(n) => {
+                        self.buf.extend_from_slice(&scratch[..n]);
+                        self.drain_frames().await;
+                    }
+                },
+                () = sleep_opt(next) => {
+                    let now = Instant::now();
+                    for t in TIMERS {
+                        if self.deadlines[timer_index(t)].is_some_and(|d| d <= now) {
+                            self.deadlines[timer_index(t)] = None;
+                            self.feed(expiry_input(t)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
+            return;
+        };
+        let (reader, writer) = stream.into_split();
+        self.buf.clear();
+        self.conn = Some(Conn {
+            reader,
+            writer,
+            local,
+            remote,
+        });
+    }
+
+    async fn inbound(&mut self, stream: TcpStream) {
+        let acceptable = matches!(self.fsm.state(), State::Connect | State::Active) && self.conn.is_none();
+        if !acceptable {
+            // No collision detection (see fsm docs): keep the session we have.
+            debug!(peer = %self.peer, state = ?self.fsm.state(), "refusing a second connection");
+            let mut stream = stream;
+            let bytes = self
+                .codec
+                .encode(&Message::Notification(NotificationMsg::cease(
+                    notif::CEASE_CONNECTION_REJECTED,
+                )))
+                .unwrap_or_default();
+            let _ = timeout(NOTIFICATION_TIMEOUT, stream.write_all(&bytes)).await;
+            return;
+        }
+        if let Some(h) = self.connecting.take() {
+            h.abort();
+        }
+        self.attach(stream);
+        if self.conn.is_some() {
+            self.feed(Input::TcpConnected).await;
+        }
+    }
+
+    async fn drain_frames(&mut self) {
+        while self.conn.is_some() {
+            match SessionCodec::frame_len(&self.buf) {
+                Ok(None) => return,
+                Ok(Some(len)) => {
+                    let frame: Vec<u8> = self.buf.drain(..len).collect();
+                    let input = self.decode_guarded(&frame);
+                    self.feed(input).await;
+                }
+                Err(e) => {
+                    self.buf.clear();
+                    self.feed(Input::DecodeError(e)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decodes one frame; a panic inside becomes a decode error with an Unspecific
+    /// NOTIFICATION of the message's kind.
+    fn decode_guarded(&self, frame: &[u8]) -> Input {
+        let hook = self.frame_hook;
+        let codec = &self.codec;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(h) = hook {
+                h(frame);
+            }
+            codec.decode(frame)
+        })) {
+            Ok(Ok(m)) => Input::MessageReceived(m),
+            Ok(Err(e)) => Input::DecodeError(e),
+            Err(_) => {
+                let code = match frame.get(18) {
+                    Some(1) => notif::OPEN,
+                    Some(2) => notif::UPDATE,
+                    _ => notif::MESSAGE_HEADER,
+                };
+                warn!(peer = %self.peer, "panic while decoding a message; resetting the session");
+                Input::DecodeError(DecodeError {
+                    notification: NotificationMsg::new(code, notif::UNSPECIFIC, Vec::new()),
+                    detail: "internal error (panic) while decoding the message".into(),
+                })
+            }
+        }
+    }
+
+    /// Feeds an input and carries out the outputs, including inputs they cause.
+    async fn feed(&mut self, input: Input) {
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let outputs = self.fsm.process(input, std::time::Instant::now());
+            for o in outputs {
+                if let Some(next) = self.apply(o).await {
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, o: Output) -> Option<Input> {
+        match o {
+            Output::Connect => {
+                if let Some(h) = self.connecting.take() {
+                    h.abort();
+                }
+                let ep = self.endpoint.clone();
+                self.connecting = Some(tokio::spawn(async move {
+                    match timeout(CONNECT_TIMEOUT, connect(&ep)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+                    }
+                }));
+            }
+            Output::Send(m) => {
+                let bytes = match self.codec.encode(&m) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(peer = %self.peer, error = %e, kind = m.kind(), "cannot encode our own message");
+                        return None;
+                    }
+                };
+                if self.write(&bytes).await.is_err() {
+                    return Some(Input::TcpFailed);
+                }
+            }
+            Output::ArmTimer { timer, secs } => {
+                self.deadlines[timer_index(timer)] =
+                    Some(Instant::now() + Duration::from_secs(u64::from(secs)));
+            }
+            Output::StopTimer(timer) => self.deadlines[timer_index(timer)] = None,
+            Output::Established(negotiated) => {
+                self.codec = negotiated.codec();
+                self.generation += 1;
+                self.established = true;
+                self.gr_negotiated = negotiated.peer_graceful_restart.is_some();
+                let Some(conn) = &self.conn else {
+                    return Some(Input::TcpFailed);
+                };
+                info!(peer = %self.peer, remote = %conn.remote, families = ?negotiated.families, hold = negotiated.hold_secs, "session established");
+                let _ = self.events_tx.send(SessionEvent::Established {
+                    peer: self.peer,
+                    generation: self.generation,
+                    negotiated,
+                    local: conn.local,
+                    remote: conn.remote,
+                });
+            }
+            Output::Down { reason, notification } => {
+                if let Some(h) = self.connecting.take() {
+                    h.abort();
+                }
+                if let Some(mut conn) = self.conn.take() {
+                    if let Some(n) = &notification
+                        && let Ok(bytes) = self.codec.encode(&Message::Notification(n.clone()))
+                    {
+                        let _ = timeout(NOTIFICATION_TIMEOUT, conn.writer.write_all(&bytes)).await;
+                    }
+                    let _ = timeout(NOTIFICATION_TIMEOUT, conn.writer.shutdown()).await;
+                }
+                self.buf.clear();
+                let was_established = std::mem::take(&mut self.established);
+                // RFC 4724 §4.2: only a transport failure (not a NOTIFICATION) keeps routes.
+                let graceful = was_established
+                    && std::mem::take(&mut self.gr_negotiated)
+                    && matches!(reason, DownReason::TcpFailed | DownReason::HoldTimerExpired);
+                if was_established || !matches!(reason, DownReason::TcpFailed | DownReason::Stopped) {
+                    info!(peer = %self.peer, %reason, sent = ?notification.as_ref().map(ToString::to_string), "session down");
+                }
+                self.codec = SessionCodec::default();
+                let _ = self.events_tx.send(SessionEvent::Down {
+                    peer: self.peer,
+                    was_established,
+                    reason,
+                    graceful,
+                });
+            }
+            Output::RoutesReceived(update) => {
+                for e in &update.errors {
+                    debug!(peer = %self.peer, type_code = e.type_code, action = ?e.action, detail = %e.detail, "UPDATE attribute error");
+                }
+                let _ = self.events_tx.send(SessionEvent::Update {
+                    peer: self.peer,
+                    generation: self.generation,
+                    update,
+                });
+            }
+            Output::RouteRefreshRequested(family) => {
+                let _ = self.events_tx.send(SessionEvent::RouteRefresh {
+                    peer: self.peer,
+                    generation: self.generation,
+                    family,
+                });
+            }
+            Output::StateChanged { to, .. } => {
+                let since = self.fsm.state_since().unwrap_or_else(std::time::Instant::now);
+                let _ = self.events_tx.send(SessionEvent::State {
+                    peer: self.peer,
+                    state: to,
+                    since,
+                });
+            }
+        }
+        None
+    }
+
+    async fn send_update(&mut self, u: &UpdateMsg) {
+        let frames = match self.codec.encode_update(u) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "cannot encode an UPDATE; skipped");
+                return;
+            }
+        };
+        for f in frames {
+            if self.write(&f).await.is_err() {
+                self.feed(Input::TcpFailed).await;
+                return;
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(conn) = &mut self.conn else {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        };
+        match timeout(WRITE_TIMEOUT, conn.writer.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
+            }
+        }
+    }
+}
+
+async fn connect(ep: &Endpoint) -> io::Result<TcpStream> {
+    let socket = match ep.remote {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(local) = ep.local {
+        socket.bind(SocketAddr::new(local, 0))?;
+    }
+    socket.connect(ep.remote).await
+}

@@ -1,0 +1,208 @@
+//! Shared helpers for the interop tests: free ports, temp dirs, daemon guards that kill
+//! their process on drop, bounded waits, and a weft speaker wired for tests.
+
+#![allow(dead_code, reason = "each interop test file uses a different subset")]
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+use weft_bgp::{PeerConfig, PeerId, Speaker, SpeakerConfig, SpeakerEvent, State};
+
+pub const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Bound on every wait in the interop tests.
+pub const WAIT: Duration = Duration::from_secs(45);
+pub const WEFT_AS: u32 = 65000;
+pub const WEFT_ID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+
+/// Finds a daemon binary on PATH or in the usual sbin/libexec places.
+pub fn find_binary(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/lib/frr", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The binary, or `None` after printing why the test is skipped.
+pub fn require(name: &str, package: &str) -> Option<PathBuf> {
+    let found = find_binary(name);
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: `{name}` not found; install the `{package}` package (scripts/install-deps) to run this test"
+        );
+    }
+    found
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A running daemon; killed (and reaped) when dropped, its temp dir removed with it.
+pub struct Daemon {
+    pub name: &'static str,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `bin args…` with stdout and stderr in `<dir>/<name>.log`.
+    pub fn spawn(
+        name: &'static str,
+        bin: &Path,
+        args: &[&str],
+        dir: tempfile::TempDir,
+    ) -> std::io::Result<Self> {
+        let log = dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(bin)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()?;
+        Ok(Self {
+            name,
+            child,
+            dir,
+            log,
+        })
+    }
+
+    /// The daemon's output so far (for failure messages).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short command (a daemon's CLI) with a bound; returns stdout, or stderr as error.
+pub async fn run(bin: &Path, args: &[&str]) -> Result<String, String> {
+    let out = timeout(
+        Duration::from_secs(15),
+        tokio::process::Command::new(bin)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{} {args:?} timed out", bin.display()))?
+    .map_err(|e| format!("{} {args:?}: {e}", bin.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{} {args:?} failed: {}{}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    timeout(WAIT, async {
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .map_err(|_| format!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// A weft speaker that only connects out.
+pub async fn weft_speaker(hook: Option<fn(&[u8])>) -> Speaker {
+    let mut cfg = SpeakerConfig::new(WEFT_AS, WEFT_ID, Some(SocketAddr::new(LO, 0)));
+    cfg.frame_hook = hook;
+    Speaker::new(cfg).await.expect("speaker starts")
+}
+
+/// Peer settings for a daemon on 127.0.0.1:`port`, with short timers for tests.
+pub fn daemon_peer(port: u16, asn: u32) -> PeerConfig {
+    PeerConfig {
+        port,
+        hold_secs: 9,
+        connect_retry_secs: 1,
+        idle_hold_secs: 1,
+        ..PeerConfig::new(LO, asn)
+    }
+}
+
+/// Waits for our session to `peer` to reach `state`.
+pub async fn wait_state(s: &Speaker, peer: PeerId, state: State) -> Result<(), String> {
+    eventually(&format!("{peer} to reach {state:?}"), || async {
+        s.peers()
+            .await
+            .ok()?
+            .iter()
+            .any(|p| p.id == peer && p.state == state)
+            .then_some(())
+    })
+    .await
+}
+
+/// Waits for an event matching `pick`, for at most [`WAIT`].
+pub async fn wait_event<T>(
+    rx: &mut broadcast::Receiver<SpeakerEvent>,
+    what: &str,
+    mut pick: impl FnMut(&SpeakerEvent) -> Option<T>,
+) -> Result<T, String> {
+    timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if let Some(v) = pick(&ev) {
+                        return Ok(v);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => return Err(format!("event stream ended: {e}")),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("timed out after {WAIT:?} waiting for {what}"))?
+}
+
+/// A peer's last session-down reason.
+pub async fn last_down(s: &Speaker, peer: PeerId) -> Option<String> {
+    s.peers()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|p| p.id == peer)?
+        .last_down
+}
