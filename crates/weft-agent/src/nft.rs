@@ -481,16 +481,23 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                 .insert(att.host_if_name.clone());
         }
     }
-    // Reply-only destinations per table.
+    // Reply-only and service-only destinations per table.
     let mut reply_only: BTreeMap<u32, BTreeSet<ipnet::IpNet>> = BTreeMap::new();
+    let mut service_only: BTreeMap<u32, BTreeSet<ipnet::IpNet>> = BTreeMap::new();
     for n in &state.networks {
-        for r in n.routes.iter().filter(|r| r.reply_only) {
-            if r.prefix.addr().is_ipv4() {
+        for r in n.routes.iter().filter(|r| r.prefix.addr().is_ipv4()) {
+            if r.reply_only {
                 reply_only.entry(n.table).or_default().insert(r.prefix.trunc());
+            } else if r.service_only {
+                service_only.entry(n.table).or_default().insert(r.prefix.trunc());
             }
         }
     }
-    if state.services.is_empty() && reply_only.is_empty() && state.policies.is_empty() {
+    if state.services.is_empty()
+        && reply_only.is_empty()
+        && service_only.is_empty()
+        && state.policies.is_empty()
+    {
         return (None, warnings);
     }
 
@@ -850,13 +857,43 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
     }
 
     // Reply-only routes: no new connection from the table's pods towards them.
+    // Service-only routes: only connections translated from a VIP (ct status dnat).
     let mut forward_items = Vec::new();
-    for (table, prefixes) in &reply_only {
+    let guarded: BTreeSet<u32> = reply_only.keys().chain(service_only.keys()).copied().collect();
+    let empty = BTreeSet::new();
+    for table in &guarded {
         let Some(veths) = veths_by_table.get(table) else {
             continue;
         };
         let chain = format!("reply-only-{table}");
         b.chain(&chain);
+        let prefixes = reply_only.get(table).unwrap_or(&empty);
+        let direct_only = service_only.get(table).unwrap_or(&empty);
+        if !direct_only.is_empty() {
+            b.rule(
+                &chain,
+                vec![
+                    matches(ct("status"), Operator::IN, string("dnat")),
+                    Statement::Return(None),
+                ],
+            );
+            b.rule(
+                &chain,
+                vec![
+                    eq(
+                        payload("ip", "daddr"),
+                        set(direct_only.iter().map(|p| prefix_item(p)).collect()),
+                    ),
+                    reject_icmpx(RejectCode::AdminProhibited),
+                ],
+            );
+        }
+        if prefixes.is_empty() {
+            for v in veths {
+                forward_items.push(SetItem::Mapping(string(v.clone()), jump(&chain)));
+            }
+            continue;
+        }
         let addrs = prefixes
             .iter()
             .map(|p| {
@@ -1320,3 +1357,17 @@ pub fn remove_table() -> Result<(), NftablesError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+
+/// One prefix as an nft set element (a plain address for host prefixes).
+fn prefix_item(p: &ipnet::IpNet) -> SetItem<'static> {
+    if p.prefix_len() == p.max_prefix_len() {
+        SetItem::Element(string(p.addr().to_string()))
+    } else {
+        SetItem::Element(Expression::Named(NamedExpression::Prefix(
+            nftables::expr::Prefix {
+                addr: Box::new(string(p.addr().to_string())),
+                len: u32::from(p.prefix_len()),
+            },
+        )))
+    }
+}

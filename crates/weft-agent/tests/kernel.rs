@@ -175,6 +175,7 @@ fn route(prefix: &str, next_hop: NextHop, vni: u32) -> NodeRoute {
         next_hop,
         network: format!("net{vni}"),
         reply_only: false,
+        service_only: false,
     }
 }
 

@@ -104,8 +104,15 @@ fn lookup(state: &NodeState, table: u32, dst: IpAddr) -> Option<&weft_model::nod
         .max_by_key(|r| r.prefix.prefix_len())
 }
 
-fn describe_route(state: &NodeState, table: u32, dst: IpAddr) -> (bool, String) {
+fn describe_route(state: &NodeState, table: u32, dst: IpAddr, via_service: bool) -> (bool, String) {
     match lookup(state, table, dst) {
+        Some(route) if route.service_only && !via_service => (
+            false,
+            format!(
+                "table {table} on {} routes {} only for service traffic ({} is a service backend in a network not connected to this one): the agent's nftables forward chain rejects connections that were not translated from the service VIP",
+                state.node, route.prefix, route.network
+            ),
+        ),
         Some(route) if route.reply_only => (
             false,
             format!(
@@ -380,7 +387,7 @@ pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation
             );
             let mut allowed = 0;
             for b in &port.backends {
-                let (routed, text) = describe_route(&state, table, b.ip);
+                let (routed, text) = describe_route(&state, table, b.ip, true);
                 step(&mut steps, "route", format!("backend {}: {text}", b.ip));
                 if routed && explain_policy(&policies, &mut steps, &req.from, b.ip, b.port, protocol) {
                     allowed += 1;
@@ -407,7 +414,7 @@ pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation
             });
         }
     }
-    let (routed, text) = describe_route(&state, table, dst_ip);
+    let (routed, text) = describe_route(&state, table, dst_ip, false);
     step(&mut steps, "route", text);
     if !routed {
         return Ok(Explanation {

@@ -120,6 +120,13 @@ fn namespace_scenario_matrix_across_nodes() {
             expect(from, to, false);
         }
     }
+    // No route leads out of the isolated namespace either, not even to pods that back
+    // a cluster service it may use through the VIP.
+    for from in ["ns-isolated/db-1", "ns-isolated/db-2"] {
+        for to in ["default/client", "ns-user/web"] {
+            expect(from, to, false);
+        }
+    }
     // The custom network is isolated from the others, both ways.
     for other in [
         "default/client",

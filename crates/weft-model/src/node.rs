@@ -215,6 +215,12 @@ pub struct NodeRoute {
     /// refuses new connections from this table's pods to it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reply_only: bool,
+    /// Only for service traffic: a backend of a service this table's pods may use, in a
+    /// network this one is not connected to. The agent lets through only connections
+    /// that were translated from the service's VIP, so the backend is not reachable
+    /// directly (TF: an isolated namespace reaches cluster services, not their pods).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service_only: bool,
 }
 
 /// Next hop of a route.

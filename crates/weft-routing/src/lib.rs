@@ -360,6 +360,7 @@ impl Compile<'_> {
                 next_hop,
                 network: source.fq_name.clone(),
                 reply_only: extra == Some(Extra::ReplyOnly),
+                service_only: extra == Some(Extra::Backend),
             },
         );
     }

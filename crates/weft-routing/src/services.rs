@@ -258,6 +258,7 @@ pub(crate) fn compile<'a>(
                                 next_hop,
                                 network: IP_FABRIC_NETWORK.to_string(),
                                 reply_only: true,
+                                service_only: false,
                             },
                         );
                     }
@@ -319,6 +320,7 @@ fn add_service_route(
                 next_hop,
                 network: network.fq_name.clone(),
                 reply_only: false,
+                service_only: false,
             },
         );
     }

@@ -588,6 +588,10 @@ fn default_service_reaches_backends_and_isolated_clients_get_reply_routes() {
     );
     assert_eq!(r.network, DEFAULT_POD);
     assert!(!r.reply_only);
+    assert!(
+        r.service_only,
+        "the backend is reachable from the isolated network only through the VIP"
+    );
     // No other default pod leaks into it.
     assert!(route(iso, "10.47.255.252/32").is_none());
     // No backend on node-1: no reply-only routes there.

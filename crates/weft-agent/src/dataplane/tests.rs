@@ -41,6 +41,7 @@ fn local(pod: &str, prefix: &str, vni: u32) -> NodeRoute {
         },
         network: format!("net{vni}"),
         reply_only: false,
+        service_only: false,
     }
 }
 
@@ -53,6 +54,7 @@ fn remote(node: &str, prefix: &str, vni: u32) -> NodeRoute {
         },
         network: format!("net{vni}"),
         reply_only: false,
+        service_only: false,
     }
 }
 

@@ -40,6 +40,7 @@ fn route(prefix: &str, next_hop: NextHop, network: &str, reply_only: bool) -> No
         next_hop,
         network: network.into(),
         reply_only,
+        service_only: false,
     }
 }
 
