@@ -1468,6 +1468,71 @@ fn split_update(u: &UpdateMsg) -> (UpdateMsg, UpdateMsg) {
     (a, b)
 }
 
+// ===== fuzzing entry point =====
+
+/// Runs `data` through the codec the way a session does, for the `bgp_decode` fuzz target
+/// (fuzz/fuzz_targets/bgp_decode.rs) and its corpus replay test (tests/fuzz_corpus.rs).
+///
+/// The first byte picks the codec: bit 0 set means 2-octet AS numbers, bits 1-2 drop the
+/// IPv4 unicast and VPNv4 families. The rest is a byte stream split into frames with
+/// [`SessionCodec::frame_len`] and decoded one by one until the stream ends or a header
+/// error makes it unusable. Every decoded message is encoded again (which may fail, never
+/// panic), and every error's NOTIFICATION is encoded as a session would send it.
+///
+/// Returns how many frames decoded and how many were answered with a NOTIFICATION. Panics
+/// only on a bug, which is what the fuzzer looks for: a NOTIFICATION that cannot be
+/// encoded, or a decoded message whose re-encoding does not decode again.
+#[doc(hidden)]
+pub fn fuzz_stream(data: &[u8]) -> (usize, usize) {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return (0, 0);
+    };
+    let families = Family::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| mode & (2 << i) == 0)
+        .map(|(_, f)| f);
+    let codec = SessionCodec::new(mode & 1 == 0, families);
+    let (mut ok, mut errors) = (0, 0);
+    let notify = |e: &DecodeError| {
+        let bytes = codec
+            .encode(&Message::Notification(e.notification.clone()))
+            .unwrap_or_else(|err| panic!("cannot encode the NOTIFICATION for {e:?}: {err}"));
+        assert!(bytes.len() >= HEADER_LEN, "short NOTIFICATION for {e:?}");
+    };
+    loop {
+        match SessionCodec::frame_len(rest) {
+            Ok(None) => return (ok, errors),
+            Err(e) => {
+                notify(&e);
+                return (ok, errors + 1);
+            }
+            Ok(Some(len)) => {
+                let (frame, tail) = rest.split_at(len);
+                rest = tail;
+                match codec.decode(frame) {
+                    Ok(msg) => {
+                        ok += 1;
+                        let frames = match &msg {
+                            Message::Update(u) => codec.encode_update(u).unwrap_or_default(),
+                            m => codec.encode(m).map(|b| vec![b]).unwrap_or_default(),
+                        };
+                        for f in frames {
+                            if let Err(e) = codec.decode(&f) {
+                                panic!("our encoding of {msg:?} does not decode: {e:?}");
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        notify(&e);
+                        errors += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

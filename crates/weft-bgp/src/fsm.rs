@@ -17,10 +17,11 @@
 //! ```
 //!
 //! Deviations from the RFC, deliberately:
-//! - **Connection collision detection (RFC 4271 §6.8) is not implemented.** The driver
-//!   keeps one connection per peer and refuses a second one while a session is past
-//!   Connect/Active; a second OPEN on the session is an FSM error. Configure one side
-//!   passive (weft's `PeerConfig::passive`) when both sides would otherwise connect.
+//! - Connection collision detection (RFC 4271 §6.8) is split: the driver reads the OPEN
+//!   on a second connection and compares BGP identifiers; when the FSM's own connection
+//!   loses, it feeds [`Input::ConnectionCollision`] (OpenCollisionDump, Event 23): the
+//!   FSM sends Cease / Connection Collision Resolution, closes, and waits in Active for
+//!   the driver to hand it the winning connection (no failure counted, no idle hold).
 //! - After an error, the FSM returns to Idle and arms an idle-hold timer whose expiry is
 //!   the automatic restart (RFC 4271 Events 3 and 13); the delay doubles with each
 //!   consecutive failure up to [`MAX_IDLE_HOLD_SECS`] (DampPeerOscillations, §8.1.1).
@@ -127,6 +128,9 @@ pub enum Input {
     KeepaliveTimerExpired,
     /// IdleHoldTimer_Expires (Event 13), which triggers AutomaticStart (Event 3).
     IdleHoldTimerExpired,
+    /// OpenCollisionDump (Event 23): this FSM's connection lost connection collision
+    /// resolution (RFC 4271 §6.8) to another connection from the same peer.
+    ConnectionCollision,
 }
 
 /// What the driver must do, in order.
@@ -181,6 +185,8 @@ pub enum DownReason {
     NotificationReceived(NotificationMsg),
     /// We found a protocol error and sent a NOTIFICATION.
     ProtocolError(String),
+    /// The connection lost collision resolution (RFC 4271 §6.8) to another one.
+    ConnectionCollision,
 }
 
 impl std::fmt::Display for DownReason {
@@ -191,6 +197,9 @@ impl std::fmt::Display for DownReason {
             Self::TcpFailed => f.write_str("TCP connection failed or closed"),
             Self::NotificationReceived(n) => write!(f, "peer sent NOTIFICATION {n}"),
             Self::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            Self::ConnectionCollision => {
+                f.write_str("connection collision: closed in favour of the peer's other connection")
+            }
         }
     }
 }
@@ -216,6 +225,14 @@ pub struct FsmConfig {
     pub families: Vec<Family>,
     /// Advertise graceful restart (RFC 4724) with this Restart Time.
     pub graceful_restart_secs: Option<u16>,
+    /// We are a restarting speaker (RFC 4724 §4.1): the first OPEN with graceful restart
+    /// carries the Restart State (R) bit; later sessions of this FSM clear it.
+    #[serde(default)]
+    pub restart_state: bool,
+    /// Set the Forwarding State (F) bit for every family in our graceful-restart
+    /// capability: our forwarding survives a restart of this speaker.
+    #[serde(default)]
+    pub forwarding_preserved: bool,
 }
 
 impl FsmConfig {
@@ -231,6 +248,8 @@ impl FsmConfig {
             passive: false,
             families: Family::ALL.to_vec(),
             graceful_restart_secs: None,
+            restart_state: false,
+            forwarding_preserved: false,
         }
     }
 
@@ -250,11 +269,14 @@ impl FsmConfig {
         caps.push(Capability::FourOctetAs(self.local_asn));
         if let Some(secs) = self.graceful_restart_secs {
             caps.push(Capability::GracefulRestart(GracefulRestart {
-                restarted: false,
+                restarted: self.restart_state,
                 notification: false,
                 restart_secs: secs.min(0x0fff),
-                // weft's control plane keeps no forwarding state across its own restart.
-                families: self.families.iter().map(|f| (*f, false)).collect(),
+                families: self
+                    .families
+                    .iter()
+                    .map(|f| (*f, self.forwarding_preserved))
+                    .collect(),
             }));
         }
         OpenMsg::new(self.local_asn, self.hold_secs, self.router_id, caps)
@@ -392,6 +414,18 @@ impl Fsm {
             }
             (Connect | Active, _) => {}
 
+            // ----- OpenSent / OpenConfirm: collision lost (Event 23) -----
+            (OpenSent | OpenConfirm, Input::ConnectionCollision) => {
+                self.stop_all_timers(&mut out);
+                self.down(
+                    DownReason::ConnectionCollision,
+                    Some(NotificationMsg::cease(notif::CEASE_COLLISION)),
+                    &mut out,
+                );
+                self.transition(Active, now, &mut out);
+            }
+            (_, Input::ConnectionCollision) => {}
+
             // ----- common to OpenSent, OpenConfirm, Established -----
             (_, Input::HoldTimerExpired) => {
                 self.fail(
@@ -449,6 +483,8 @@ impl Fsm {
             (OpenConfirm, Input::MessageReceived(Message::Keepalive)) => {
                 self.restart_hold(&mut out);
                 self.failures = 0;
+                // RFC 4724 §4.1: the R bit belongs to the first session after the restart.
+                self.config.restart_state = false;
                 self.transition(Established, now, &mut out);
                 if let Some(n) = &self.negotiated {
                     out.push(Output::Established(n.clone()));

@@ -5,6 +5,12 @@
 //! It talks to the speaker's owner task only through [`SessionCmd`] (in) and
 //! [`SessionEvent`] (out).
 //!
+//! Connection collisions (RFC 4271 §6.8): a connection from the peer that arrives while
+//! our session is in OpenSent or OpenConfirm is held aside while a small task reads its
+//! OPEN; then the connection initiated by the speaker with the higher BGP identifier is
+//! kept and the other one closed with Cease / Connection Collision Resolution. A second
+//! connection while Established is closed the same way.
+//!
 //! Containment: every received frame is decoded inside `catch_unwind`, so a panic while
 //! decoding one peer's message becomes a NOTIFICATION (UPDATE/OPEN/Header error,
 //! Unspecific) and a session reset for that peer only. The whole task body is also run
@@ -27,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{DecodeError, Negotiated, SessionCodec};
 use crate::fsm::{DownReason, Fsm, FsmConfig, Input, Output, State, Timer};
-use crate::message::{Message, NotificationMsg, UpdateMsg, notif};
+use crate::message::{Message, NotificationMsg, OpenMsg, UpdateMsg, notif};
 use crate::rib::PeerId;
 use crate::types::Family;
 
@@ -37,6 +43,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on writing the NOTIFICATION before closing.
 const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on reading the OPEN of a colliding second connection.
+const COLLISION_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A colliding connection with the OPEN read from it (and any bytes after the OPEN).
+type PendingOpen = (TcpStream, Result<(OpenMsg, Vec<u8>), String>);
 
 /// A test and fault-injection hook called with every received frame, inside the decode
 /// panic guard, before decoding. `None` in production.
@@ -49,6 +60,9 @@ pub(crate) enum SessionCmd {
     Start,
     /// Stop it (ManualStop) and exit the task.
     Shutdown,
+    /// Close the connection without a NOTIFICATION (as a crash would, for graceful
+    /// restart), acknowledge, and exit the task.
+    Abort(tokio::sync::oneshot::Sender<()>),
     /// An accepted connection from this peer's address.
     Inbound(TcpStream),
     /// UPDATEs to send, valid only for the session incarnation `generation`.
@@ -98,6 +112,8 @@ pub(crate) enum SessionEvent {
 pub(crate) struct Endpoint {
     pub remote: SocketAddr,
     pub local: Option<IpAddr>,
+    /// TCP MD5 password (RFC 2385), installed on the socket before connecting.
+    pub password: Option<String>,
 }
 
 struct Conn {
@@ -115,6 +131,10 @@ struct Session {
     conn: Option<Conn>,
     buf: Vec<u8>,
     connecting: Option<JoinHandle<io::Result<TcpStream>>>,
+    /// The current connection is the one we initiated (for collision resolution).
+    conn_outbound: bool,
+    /// A second connection from the peer whose OPEN is being read (collision).
+    pending: Option<JoinHandle<PendingOpen>>,
     deadlines: [Option<Instant>; 4],
     generation: u64,
     established: bool,
@@ -168,6 +188,8 @@ pub(crate) async fn run(
             conn: None,
             buf: Vec::new(),
             connecting: None,
+            conn_outbound: false,
+            pending: None,
             deadlines: [None; 4],
             generation: 0,
             established: false,
@@ -188,6 +210,9 @@ pub(crate) async fn run(
                 if let Some(h) = session.connecting.take() {
                     h.abort();
                 }
+                if let Some(h) = session.pending.take() {
+                    h.abort();
+                }
                 let _ = session.events_tx.send(SessionEvent::Down {
                     peer,
                     was_established: session.established,
@@ -199,6 +224,54 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Waits for the colliding connection's OPEN, or never completes when there is none.
+async fn pending_open(h: &mut Option<JoinHandle<PendingOpen>>) -> Option<PendingOpen> {
+    match h {
+        Some(h) => h.await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads the first message of a colliding connection, which must be an OPEN.
+async fn read_open(mut stream: TcpStream) -> PendingOpen {
+    let codec = SessionCodec::default();
+    let mut buf = Vec::new();
+    let mut scratch = [0u8; 4096];
+    let res = timeout(COLLISION_OPEN_TIMEOUT, async {
+        loop {
+            match SessionCodec::frame_len(&buf) {
+                Ok(Some(len)) => {
+                    let rest = buf.split_off(len);
+                    return match codec.decode(&buf) {
+                        Ok(Message::Open(open)) => Ok((open, rest)),
+                        Ok(m) => Err(format!("expected OPEN, got {}", m.kind())),
+                        Err(e) => Err(e.detail),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.detail),
+            }
+            match stream.read(&mut scratch).await {
+                Ok(0) => return Err("connection closed before its OPEN".to_string()),
+                Ok(n) => buf.extend_from_slice(&scratch[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("no OPEN in time".to_string()));
+    (stream, res)
+}
+
+/// Writes a Cease NOTIFICATION with `subcode` on a connection we close.
+async fn reject(mut stream: TcpStream, subcode: u8) {
+    let bytes = SessionCodec::default()
+        .encode(&Message::Notification(NotificationMsg::cease(subcode)))
+        .unwrap_or_default();
+    let _ = timeout(NOTIFICATION_TIMEOUT, stream.write_all(&bytes)).await;
+    let _ = timeout(NOTIFICATION_TIMEOUT, stream.shutdown()).await;
 }
 
 /// Reads from the connection, or never completes when there is none.
@@ -239,6 +312,23 @@ impl Session {
                         if let Some(h) = self.connecting.take() {
                             h.abort();
                         }
+                        if let Some(h) = self.pending.take() {
+                            h.abort();
+                        }
+                        return;
+                    }
+                    Some(SessionCmd::Abort(done)) => {
+                        if let Some(h) = self.connecting.take() {
+                            h.abort();
+                        }
+                        if let Some(h) = self.pending.take() {
+                            h.abort();
+                        }
+                        if let Some(conn) = self.conn.take() {
+                            // Dropping both halves closes the socket; no NOTIFICATION.
+                            drop(conn);
+                        }
+                        let _ = done.send(());
                         return;
                     }
                     Some(SessionCmd::Start) => {
@@ -264,12 +354,19 @@ impl Session {
                     match res {
                         Ok(stream) => {
                             self.attach(stream);
+                            self.conn_outbound = true;
                             self.feed(Input::TcpConnected).await;
                         }
                         Err(e) => {
                             debug!(peer = %self.peer, error = %e, "connect failed");
                             self.feed(Input::TcpFailed).await;
                         }
+                    }
+                },
+                res = pending_open(&mut self.pending) => {
+                    self.pending = None;
+                    if let Some((stream, open)) = res {
+                        self.resolve_collision(stream, open).await;
                     }
                 },
                 res = read_some(&mut self.conn, &mut scratch) => match res {
@@ -311,27 +408,85 @@ impl Session {
     }
 
     async fn inbound(&mut self, stream: TcpStream) {
-        let acceptable = matches!(self.fsm.state(), State::Connect | State::Active) && self.conn.is_none();
-        if !acceptable {
-            // No collision detection (see fsm docs): keep the session we have.
-            debug!(peer = %self.peer, state = ?self.fsm.state(), "refusing a second connection");
-            let mut stream = stream;
-            let bytes = self
-                .codec
-                .encode(&Message::Notification(NotificationMsg::cease(
-                    notif::CEASE_CONNECTION_REJECTED,
-                )))
-                .unwrap_or_default();
-            let _ = timeout(NOTIFICATION_TIMEOUT, stream.write_all(&bytes)).await;
+        let state = self.fsm.state();
+        if matches!(state, State::Connect | State::Active) && self.conn.is_none() {
+            if let Some(h) = self.connecting.take() {
+                h.abort();
+            }
+            self.attach(stream);
+            self.conn_outbound = false;
+            if self.conn.is_some() {
+                self.feed(Input::TcpConnected).await;
+            }
             return;
+        }
+        if matches!(state, State::OpenSent | State::OpenConfirm) && self.pending.is_none() {
+            // A collision (RFC 4271 §6.8): learn the peer's BGP identifier from its OPEN.
+            debug!(peer = %self.peer, ?state, "second connection from the peer: reading its OPEN");
+            self.pending = Some(tokio::spawn(read_open(stream)));
+            return;
+        }
+        let subcode = if state == State::Established {
+            notif::CEASE_COLLISION
+        } else {
+            notif::CEASE_CONNECTION_REJECTED
+        };
+        debug!(peer = %self.peer, ?state, "refusing a second connection");
+        reject(stream, subcode).await;
+    }
+
+    /// Decides between our connection and a colliding one whose OPEN has arrived.
+    async fn resolve_collision(&mut self, stream: TcpStream, open: Result<(OpenMsg, Vec<u8>), String>) {
+        let (open, rest) = match open {
+            Ok(o) => o,
+            Err(e) => {
+                debug!(peer = %self.peer, error = %e, "colliding connection dropped");
+                return;
+            }
+        };
+        let state = self.fsm.state();
+        let local_id = u32::from(self.fsm.config().router_id);
+        let remote_id = u32::from(open.router_id);
+        // Our own connection is gone meanwhile (e.g. the peer closed it after resolving
+        // the collision its way first): the new one is all there is.
+        let ours_gone = self.conn.is_none()
+            && (matches!(state, State::Connect | State::Active)
+                || (state == State::Idle && self.fsm.is_armed(Timer::IdleHold)));
+        let keep_new = if ours_gone {
+            true
+        } else if matches!(state, State::OpenSent | State::OpenConfirm) {
+            // Keep the connection initiated by the speaker with the higher identifier.
+            self.conn_outbound && remote_id > local_id
+        } else {
+            false
+        };
+        info!(peer = %self.peer, ?state, local_id = %self.fsm.config().router_id, remote_id = %open.router_id,
+            kept = if keep_new { "the peer's connection" } else { "ours" }, "connection collision resolved");
+        if !keep_new {
+            reject(stream, notif::CEASE_COLLISION).await;
+            return;
+        }
+        if matches!(state, State::OpenSent | State::OpenConfirm) {
+            self.feed(Input::ConnectionCollision).await;
+        } else if state == State::Idle {
+            self.feed(Input::Start).await;
         }
         if let Some(h) = self.connecting.take() {
             h.abort();
         }
-        self.attach(stream);
-        if self.conn.is_some() {
-            self.feed(Input::TcpConnected).await;
+        if !matches!(self.fsm.state(), State::Connect | State::Active) {
+            reject(stream, notif::CEASE_CONNECTION_REJECTED).await;
+            return;
         }
+        self.attach(stream);
+        self.conn_outbound = false;
+        if self.conn.is_none() {
+            return;
+        }
+        self.feed(Input::TcpConnected).await;
+        self.feed(Input::MessageReceived(Message::Open(open))).await;
+        self.buf = rest;
+        self.drain_frames().await;
     }
 
     async fn drain_frames(&mut self) {
@@ -538,6 +693,9 @@ async fn connect(ep: &Endpoint) -> io::Result<TcpStream> {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    if let Some(pw) = &ep.password {
+        crate::md5::set_key(&socket, ep.remote.is_ipv6(), ep.remote.ip(), Some(pw))?;
+    }
     if let Some(local) = ep.local {
         socket.bind(SocketAddr::new(local, 0))?;
     }

@@ -13,9 +13,11 @@
 //! codec and timers (the private `session` module). Everything crosses task boundaries as messages,
 //! so a session that panics or hangs cannot corrupt the RIB or another session.
 //!
-//! Not implemented: TCP MD5 signatures (RFC 2385); inbound connections are matched to
-//! peers by source address only, so two *passive* peers behind one address need distinct
-//! speakers.
+//! Peers with a password get TCP MD5 keys (RFC 2385) on the listener and on their
+//! outgoing sockets ([`crate::md5`]). Inbound connections are matched to peers by source
+//! address only, so two *passive* peers behind one address need distinct speakers; a
+//! second connection from a peer's address is a collision the session task resolves
+//! (RFC 4271 §6.8).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -39,6 +41,9 @@ use crate::types::{Family, PathAttributes, Route, RouteKey};
 /// The IANA port for BGP.
 pub const BGP_PORT: u16 = 179;
 
+/// What [`PeerStatus::config`] shows instead of a peer's password.
+pub const REDACTED: &str = "<redacted>";
+
 /// Speaker-wide configuration.
 #[derive(Debug, Clone)]
 pub struct SpeakerConfig {
@@ -54,6 +59,17 @@ pub struct SpeakerConfig {
     /// Test/fault-injection hook run on every received frame inside the decode panic guard.
     #[doc(hidden)]
     pub frame_hook: Option<FrameHook>,
+    /// Graceful restart as the restarting speaker (RFC 4724 §4.1): this speaker is a
+    /// restart of one whose sessions went down without a NOTIFICATION (a crash, or
+    /// [`Speaker::shutdown_for_restart`]). The first session with each peer that has
+    /// graceful restart configured advertises the Restart State (R) bit, so the peer, which
+    /// kept our routes as stale, sends its routes at once and waits for our End-of-RIB.
+    pub restarted: bool,
+    /// Forwarding State (F) bit per family in our graceful-restart capability: the
+    /// forwarding state (weft's agents' tables) survives a restart of this speaker, so a
+    /// peer should keep using our routes while we come back. Without it a peer drops our
+    /// stale routes as soon as we reconnect.
+    pub forwarding_preserved: bool,
 }
 
 impl SpeakerConfig {
@@ -65,6 +81,8 @@ impl SpeakerConfig {
             listen,
             cluster_id: None,
             frame_hook: None,
+            restarted: false,
+            forwarding_preserved: false,
         }
     }
 }
@@ -95,6 +113,10 @@ pub struct PeerConfig {
     pub graceful_restart_secs: Option<u16>,
     /// Local address to connect from.
     pub local_address: Option<IpAddr>,
+    /// TCP MD5 signature password (RFC 2385), 1 to 80 bytes; the same on both sides.
+    /// Without the right one the kernel drops the peer's segments and no session forms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 impl PeerConfig {
@@ -112,6 +134,7 @@ impl PeerConfig {
             rr_client: false,
             graceful_restart_secs: None,
             local_address: None,
+            password: None,
         }
     }
 
@@ -133,6 +156,11 @@ impl PeerConfig {
         }
         if self.connect_retry_secs == 0 {
             return bad("connect_retry_secs must be at least 1");
+        }
+        if let Some(p) = &self.password
+            && let Err(e) = crate::md5::validate(p)
+        {
+            return bad(&e);
         }
         Ok(())
     }
@@ -217,12 +245,14 @@ enum ApiCmd {
     AddPeer(PeerConfig, oneshot::Sender<Result<PeerId, SpeakerError>>),
     RemovePeer(PeerId, oneshot::Sender<Result<(), SpeakerError>>),
     Originate(Route, Option<Ipv4Addr>, oneshot::Sender<()>),
+    OriginateWith(RouteKey, PathAttributes, Option<u32>, oneshot::Sender<()>),
     Withdraw(RouteKey, oneshot::Sender<()>),
     Peers(oneshot::Sender<Vec<PeerStatus>>),
     Routes(oneshot::Sender<Vec<(Route, Path)>>),
     AdjRibIn(PeerId, oneshot::Sender<Vec<(RouteKey, Path)>>),
     SendRaw(PeerId, Vec<u8>, oneshot::Sender<Result<(), SpeakerError>>),
     Shutdown(oneshot::Sender<()>),
+    ShutdownForRestart(oneshot::Sender<()>),
 }
 
 /// A running BGP speaker. Cheap to clone; every clone talks to the same owner task.
@@ -238,7 +268,7 @@ impl Speaker {
     /// Binds the listener (if configured) and starts the owner task.
     pub async fn new(config: SpeakerConfig) -> Result<Self, SpeakerError> {
         let listener = match config.listen {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(Arc::new(TcpListener::bind(addr).await?)),
             None => None,
         };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -252,6 +282,7 @@ impl Speaker {
                 cluster_id: config.cluster_id,
             }),
             config,
+            listener: listener.clone(),
             peers: BTreeMap::new(),
             next_id: 1,
             events_tx: events_tx.clone(),
@@ -292,6 +323,18 @@ impl Speaker {
         self.call(|tx| ApiCmd::Originate(route, next_hop, tx)).await
     }
 
+    /// Originates a destination with explicit attributes (e.g. extra extended
+    /// communities such as weft's router-MAC), `label` for VPNv4. The AS_PATH should be
+    /// empty: the own AS is prepended towards external peers.
+    pub async fn originate_with(
+        &self,
+        key: RouteKey,
+        attrs: PathAttributes,
+        label: Option<u32>,
+    ) -> Result<(), SpeakerError> {
+        self.call(|tx| ApiCmd::OriginateWith(key, attrs, label, tx)).await
+    }
+
     /// Withdraws a locally originated route.
     pub async fn withdraw(&self, key: RouteKey) -> Result<(), SpeakerError> {
         self.call(|tx| ApiCmd::Withdraw(key, tx)).await
@@ -329,6 +372,14 @@ impl Speaker {
     pub async fn shutdown(&self) {
         let _ = self.call(ApiCmd::Shutdown).await;
     }
+
+    /// Stops like a crash would, for a planned restart (an upgrade): every connection is
+    /// closed *without* a NOTIFICATION, so peers that negotiated graceful restart (RFC 4724)
+    /// keep our routes as stale for our restart time instead of withdrawing them. Start the
+    /// new speaker with [`SpeakerConfig::restarted`] set.
+    pub async fn shutdown_for_restart(&self) {
+        let _ = self.call(ApiCmd::ShutdownForRestart).await;
+    }
 }
 
 struct PeerEntry {
@@ -346,6 +397,8 @@ struct PeerEntry {
 
 struct Owner {
     config: SpeakerConfig,
+    /// The listening socket, shared with the accept loop, for installing MD5 keys.
+    listener: Option<Arc<TcpListener>>,
     rib: Rib,
     peers: BTreeMap<PeerId, PeerEntry>,
     next_id: u32,
@@ -353,7 +406,7 @@ struct Owner {
     session_tx: mpsc::UnboundedSender<SessionEvent>,
 }
 
-async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &Option<Arc<TcpListener>>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
@@ -372,7 +425,7 @@ impl Owner {
         mut self,
         mut api_rx: mpsc::UnboundedReceiver<ApiCmd>,
         mut session_rx: mpsc::UnboundedReceiver<SessionEvent>,
-        listener: Option<TcpListener>,
+        listener: Option<Arc<TcpListener>>,
     ) {
         loop {
             let stale = self.peers.values().filter_map(|p| p.stale_deadline).min();
@@ -384,6 +437,21 @@ impl Owner {
                     }
                     Some(ApiCmd::Shutdown(reply)) => {
                         self.shutdown();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(ApiCmd::ShutdownForRestart(reply)) => {
+                        let mut done = Vec::new();
+                        for p in self.peers.values() {
+                            let (tx, rx) = oneshot::channel();
+                            if p.cmd_tx.send(SessionCmd::Abort(tx)).is_ok() {
+                                done.push(rx);
+                            }
+                        }
+                        // The sockets are closed when every session task has acknowledged.
+                        for rx in done {
+                            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+                        }
                         let _ = reply.send(());
                         return;
                     }
@@ -411,12 +479,13 @@ impl Owner {
     fn api(&mut self, cmd: ApiCmd) {
         match cmd {
             ApiCmd::AddPeer(config, reply) => {
-                let _ = reply.send(Ok(self.add_peer(config)));
+                let _ = reply.send(self.add_peer(config));
             }
             ApiCmd::RemovePeer(id, reply) => {
                 let res = match self.peers.remove(&id) {
                     Some(p) => {
                         let _ = p.cmd_tx.send(SessionCmd::Shutdown);
+                        self.remove_listener_key(&p.config);
                         let changes = self.rib.remove_peer(id);
                         self.dispatch(changes);
                         Ok(())
@@ -427,6 +496,11 @@ impl Owner {
             }
             ApiCmd::Originate(route, next_hop, reply) => {
                 let changes = self.rib.originate(&route, next_hop);
+                self.dispatch(changes);
+                let _ = reply.send(());
+            }
+            ApiCmd::OriginateWith(key, attrs, label, reply) => {
+                let changes = self.rib.originate_with(key, attrs, label);
                 self.dispatch(changes);
                 let _ = reply.send(());
             }
@@ -454,11 +528,49 @@ impl Owner {
                 };
                 let _ = reply.send(res);
             }
-            ApiCmd::Shutdown(_) => {}
+            ApiCmd::Shutdown(_) | ApiCmd::ShutdownForRestart(_) => {}
         }
     }
 
-    fn add_peer(&mut self, config: PeerConfig) -> PeerId {
+    /// Installs the peer's MD5 key on the listener, so its inbound connections are
+    /// signed and checked (RFC 2385); a no-op without a password or a listener.
+    fn set_listener_key(&self, config: &PeerConfig) -> Result<(), SpeakerError> {
+        if let (Some(l), Some(pw)) = (&self.listener, &config.password) {
+            let v6 = l.local_addr().is_ok_and(|a| a.is_ipv6());
+            crate::md5::set_key(l.as_ref(), v6, config.address, Some(pw)).map_err(|e| {
+                SpeakerError::InvalidConfig(format!(
+                    "peer {}: cannot set the TCP MD5 key on the listener: {e}",
+                    config.address
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes a removed peer's MD5 key from the listener unless another peer at the same
+    /// address still uses one.
+    fn remove_listener_key(&self, config: &PeerConfig) {
+        let Some(l) = &self.listener else { return };
+        if config.password.is_none() {
+            return;
+        }
+        if let Some(other) = self
+            .peers
+            .values()
+            .find(|p| p.config.address == config.address && p.config.password.is_some())
+        {
+            // Another peer at this address: its key (re)installed wins.
+            let _ = self.set_listener_key(&other.config);
+            return;
+        }
+        let v6 = l.local_addr().is_ok_and(|a| a.is_ipv6());
+        if let Err(e) = crate::md5::set_key(l.as_ref(), v6, config.address, None) {
+            warn!(address = %config.address, error = %e, "cannot remove the TCP MD5 key from the listener");
+        }
+    }
+
+    fn add_peer(&mut self, config: PeerConfig) -> Result<PeerId, SpeakerError> {
+        self.set_listener_key(&config)?;
         let id = PeerId(self.next_id);
         self.next_id += 1;
         let fsm = FsmConfig {
@@ -471,10 +583,13 @@ impl Owner {
             passive: config.passive,
             families: config.families.clone(),
             graceful_restart_secs: config.graceful_restart_secs,
+            restart_state: self.config.restarted,
+            forwarding_preserved: self.config.forwarding_preserved,
         };
         let endpoint = Endpoint {
             remote: SocketAddr::new(config.address, config.port),
             local: config.local_address,
+            password: config.password.clone(),
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         tokio::spawn(session::run(
@@ -501,7 +616,7 @@ impl Owner {
                 stale_deadline: None,
             },
         );
-        id
+        Ok(id)
     }
 
     fn statuses(&self) -> Vec<PeerStatus> {
@@ -509,7 +624,11 @@ impl Owner {
             .iter()
             .map(|(id, p)| PeerStatus {
                 id: *id,
-                config: p.config.clone(),
+                config: PeerConfig {
+                    // Status goes to CLIs and logs: never the secret itself.
+                    password: p.config.password.as_ref().map(|_| REDACTED.to_string()),
+                    ..p.config.clone()
+                },
                 state: p.state,
                 state_for: p.since.map(|s| s.elapsed()),
                 negotiated: p.negotiated.clone(),

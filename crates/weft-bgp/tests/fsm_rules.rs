@@ -628,3 +628,76 @@ fn every_state_change_is_reported() {
         ]
     );
 }
+
+// ===== connection collision (RFC 4271 §6.8) and graceful restart bits (RFC 4724) =====
+
+#[test]
+fn a_lost_collision_sends_cease_7_and_waits_in_active_without_a_restart_delay() {
+    for confirm in [false, true] {
+        let mut h = Harness::new(config());
+        if confirm {
+            h.drive_to_open_confirm(peer_open(90));
+        } else {
+            h.drive_to_open_sent();
+        }
+        let out = h.feed(Input::ConnectionCollision);
+        assert_eq!(notification_sent(&out), Some((6, 7, Vec::new())), "{out:?}");
+        assert_eq!(
+            down(&out).map(|d| d.0.clone()),
+            Some(DownReason::ConnectionCollision)
+        );
+        assert_eq!(h.fsm.state(), State::Active);
+        assert!(!h.fsm.is_armed(Timer::IdleHold) && !h.fsm.is_armed(Timer::Hold));
+        // The winning connection is handed over at once: OPEN on it.
+        let out = h.feed(Input::TcpConnected);
+        assert!(matches!(sent(&out)[..], [Message::Open(_)]), "{out:?}");
+        assert_eq!(h.fsm.state(), State::OpenSent);
+    }
+}
+
+#[test]
+fn a_collision_input_outside_open_sent_and_open_confirm_changes_nothing() {
+    let mut h = Harness::new(config());
+    h.drive_to_established();
+    assert!(h.feed(Input::ConnectionCollision).is_empty());
+    assert_eq!(h.fsm.state(), State::Established);
+}
+
+fn our_gr(out: &[Output]) -> Option<weft_bgp::GracefulRestart> {
+    sent(out).iter().find_map(|m| match m {
+        Message::Open(o) => o.graceful_restart().cloned(),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_restarting_speaker_sets_r_on_its_first_session_only_and_f_when_configured() {
+    let mut h = Harness::new(FsmConfig {
+        graceful_restart_secs: Some(120),
+        restart_state: true,
+        forwarding_preserved: true,
+        ..config()
+    });
+    let gr = our_gr(&h.drive_to_open_sent()).unwrap();
+    assert!(gr.restarted && gr.restart_secs == 120);
+    assert!(
+        gr.families.iter().all(|(_, f)| *f) && gr.families.len() == 2,
+        "{gr:?}"
+    );
+    h.recv(Message::Open(peer_open(90)));
+    h.recv(Message::Keepalive);
+    assert_eq!(h.fsm.state(), State::Established);
+    // The session fails; the next OPEN no longer claims a restart.
+    h.feed(Input::TcpFailed);
+    h.feed(Input::Start);
+    let gr = our_gr(&h.feed(Input::TcpConnected)).unwrap();
+    assert!(!gr.restarted, "{gr:?}");
+
+    // Without forwarding_preserved the F bits are clear.
+    let mut h = Harness::new(FsmConfig {
+        graceful_restart_secs: Some(120),
+        ..config()
+    });
+    let gr = our_gr(&h.drive_to_open_sent()).unwrap();
+    assert!(!gr.restarted && gr.families.iter().all(|(_, f)| !*f), "{gr:?}");
+}

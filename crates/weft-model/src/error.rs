@@ -32,7 +32,9 @@ impl FieldError {
     pub fn found(mut self, found: impl fmt::Display) -> Self {
         let mut text = found.to_string();
         if text.len() > 120 {
-            text.truncate(117);
+            // Cut on a character boundary: the value may be any UTF-8 (found by fuzzing).
+            let cut = (0..=117).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text.truncate(cut);
             text.push_str("...");
         }
         self.found = Some(text);

@@ -1,0 +1,282 @@
+//! Session hardening against GoBGP (Debian `gobgpd` 3.10): graceful restart with weft as
+//! the *restarting* speaker and GoBGP as the helper (RFC 4724), and TCP MD5 signatures
+//! (RFC 2385). gobgpd runs on 127.0.0.1 (passive, free high port, generated config in a
+//! temp dir); weft connects from 127.0.0.2. Skipped with a message when gobgpd is not
+//! installed.
+//!
+//! ```text
+//!   weft Speaker (AS 65000) ──TCP (MD5?)──► gobgpd (AS 65001, GR helper, passive)
+//!     shutdown_for_restart()                   keeps weft's routes as stale …
+//!     new Speaker { restarted: true } ───────► … until weft's End-of-RIB, or drops them
+//!                                                when the restart time runs out
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use weft_bgp::{PeerConfig, PeerId, Prefix4, Route, Speaker, SpeakerConfig, State};
+
+const GOBGP_AS: u32 = 65001;
+const WEFT_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+/// Our restart time in the GR tests: long enough for a restart under load, short enough
+/// for the "does not come back" case.
+const RESTART_SECS: u16 = 8;
+
+struct GoBgp {
+    daemon: Daemon,
+    cli: PathBuf,
+    api_port: u16,
+    bgp_port: u16,
+}
+
+impl GoBgp {
+    /// gobgpd as GR helper for weft, with an MD5 password if given; `None` when not
+    /// installed.
+    fn start(password: Option<&str>) -> Option<Self> {
+        let gobgpd = require("gobgpd", "gobgpd")?;
+        let cli = require("gobgp", "gobgpd")?;
+        let dir = tempfile::Builder::new()
+            .prefix("weft-gobgp-hard-")
+            .tempdir()
+            .expect("temp dir");
+        let (bgp_port, api_port) = (free_port(), free_port());
+        let auth = password
+            .map(|p| format!("    auth-password = \"{p}\"\n"))
+            .unwrap_or_default();
+        let conf = format!(
+            r#"
+[global.config]
+  as = {GOBGP_AS}
+  router-id = "10.255.0.2"
+  port = {bgp_port}
+  local-address-list = ["127.0.0.1"]
+
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "127.0.0.2"
+    peer-as = {WEFT_AS}
+{auth}  [neighbors.transport.config]
+    passive-mode = true
+  [neighbors.timers.config]
+    hold-time = 9
+    keepalive-interval = 3
+    connect-retry = 1
+    idle-hold-time-after-reset = 1
+  [neighbors.graceful-restart.config]
+    enabled = true
+    restart-time = 30
+    helper-only = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+    [neighbors.afi-safis.mp-graceful-restart.config]
+      enabled = true
+"#
+        );
+        std::fs::write(dir.path().join("gobgpd.toml"), conf).expect("write config");
+        let api = format!("127.0.0.1:{api_port}");
+        let daemon = Daemon::spawn(
+            "gobgpd",
+            &gobgpd,
+            &[
+                "-f",
+                "gobgpd.toml",
+                "--api-hosts",
+                &api,
+                "--pprof-disable",
+                "-p",
+                "-l",
+                "debug",
+            ],
+            dir,
+        )
+        .expect("gobgpd starts");
+        Some(Self {
+            daemon,
+            cli,
+            api_port,
+            bgp_port,
+        })
+    }
+
+    async fn json(&self, args: &[&str]) -> Option<Value> {
+        let port = self.api_port.to_string();
+        let mut all = vec!["-u", "127.0.0.1", "-p", &port, "-j"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&run(&self.cli, &all).await.ok()?).ok()
+    }
+
+    async fn has_route(&self, prefix: &str) -> bool {
+        self.json(&["global", "rib", "-a", "ipv4"])
+            .await
+            .is_some_and(|rib| rib.get(prefix).is_some())
+    }
+
+    async fn established(&self) -> bool {
+        self.json(&["neighbor"])
+            .await
+            .is_some_and(|v| v[0]["state"]["session_state"] == 6)
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        eventually("gobgpd's API", || async {
+            self.json(&["global"]).await.map(|_| ())
+        })
+        .await
+    }
+}
+
+fn weft_cfg(restarted: bool) -> SpeakerConfig {
+    let mut cfg = SpeakerConfig::new(WEFT_AS, WEFT_ID, Some(SocketAddr::new(LO, 0)));
+    cfg.restarted = restarted;
+    cfg.forwarding_preserved = true;
+    cfg
+}
+
+fn peer(gobgp: &GoBgp, password: Option<&str>) -> PeerConfig {
+    PeerConfig {
+        local_address: Some(WEFT_LOCAL),
+        graceful_restart_secs: Some(RESTART_SECS),
+        password: password.map(str::to_string),
+        families: vec![weft_bgp::Family::Ipv4Unicast],
+        ..daemon_peer(gobgp.bgp_port, GOBGP_AS)
+    }
+}
+
+/// A weft speaker originating `prefix` (next hop 172.16.0.5) and peered with gobgpd.
+async fn weft_with_route(gobgp: &GoBgp, restarted: bool, prefix: &str) -> (Speaker, PeerId) {
+    let weft = Speaker::new(weft_cfg(restarted)).await.unwrap();
+    let px: Prefix4 = prefix.parse().unwrap();
+    weft.originate(Route::Ipv4(px), Some(Ipv4Addr::new(172, 16, 0, 5)))
+        .await
+        .unwrap();
+    let id = weft.add_peer(peer(gobgp, None)).await.unwrap();
+    (weft, id)
+}
+
+/// Panics with gobgpd's log on failure.
+fn check(gobgp: &GoBgp, result: Result<(), String>) {
+    if let Err(e) = result {
+        panic!("{e}\n--- gobgpd log (tail) ---\n{}", gobgp.daemon.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gobgp_keeps_weft_routes_across_a_graceful_restart() {
+    let Some(gobgp) = GoBgp::start(None) else {
+        return;
+    };
+    let route = "10.47.7.0/24";
+    let result = async {
+        gobgp.ready().await?;
+        let (weft, id) = weft_with_route(&gobgp, false, route).await;
+        wait_state(&weft, id, State::Established).await?;
+        eventually("the route in GoBGP", || async {
+            gobgp.has_route(route).await.then_some(())
+        })
+        .await?;
+
+        // Down without a NOTIFICATION, as a crashed or upgrading controller.
+        weft.shutdown_for_restart().await;
+        eventually("GoBGP to see the session drop", || async {
+            (!gobgp.established().await).then_some(())
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !gobgp.has_route(route).await {
+            return Err("GoBGP withdrew weft's route while weft was restarting".into());
+        }
+
+        // The restarted speaker comes back within the restart time (R and F bits set).
+        let (weft2, id2) = weft_with_route(&gobgp, true, route).await;
+        wait_state(&weft2, id2, State::Established).await?;
+        // Past the old restart time the route is still there: the End-of-RIB turned the
+        // stale route into a fresh one instead of the timer removing it.
+        tokio::time::sleep(Duration::from_secs(u64::from(RESTART_SECS) + 2)).await;
+        let kept = gobgp.has_route(route).await;
+        weft2.shutdown().await;
+        if !kept {
+            return Err("the route is gone after weft came back".into());
+        }
+        Ok(())
+    }
+    .await;
+    check(&gobgp, result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gobgp_drops_weft_routes_when_weft_does_not_come_back_in_time() {
+    let Some(gobgp) = GoBgp::start(None) else {
+        return;
+    };
+    let route = "10.47.8.0/24";
+    let result = async {
+        gobgp.ready().await?;
+        let (weft, id) = weft_with_route(&gobgp, false, route).await;
+        wait_state(&weft, id, State::Established).await?;
+        eventually("the route in GoBGP", || async {
+            gobgp.has_route(route).await.then_some(())
+        })
+        .await?;
+        let down_at = std::time::Instant::now();
+        weft.shutdown_for_restart().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !gobgp.has_route(route).await {
+            return Err("GoBGP withdrew the route at once: graceful restart not in effect".into());
+        }
+        eventually("GoBGP to drop the stale route", || async {
+            (!gobgp.has_route(route).await).then_some(())
+        })
+        .await?;
+        let after = down_at.elapsed();
+        if after < Duration::from_secs(u64::from(RESTART_SECS) - 1) {
+            return Err(format!("the route went after {after:?}, before the restart time"));
+        }
+        Ok(())
+    }
+    .await;
+    check(&gobgp, result);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gobgp_md5_session_forms_with_the_right_password_only() {
+    let Some(gobgp) = GoBgp::start(Some("weft-md5-s3cret")) else {
+        return;
+    };
+    let result = async {
+        gobgp.ready().await?;
+        // Wrong password: GoBGP's kernel drops our SYNs; nothing forms.
+        let wrong = weft_speaker(None).await;
+        let id = wrong
+            .add_peer(peer(&gobgp, Some("not-the-password")))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let st = wrong.peers().await.unwrap();
+        wrong.shutdown().await;
+        if st.iter().any(|p| p.id == id && p.state == State::Established) || gobgp.established().await {
+            return Err(format!("a session formed with the wrong password: {st:?}"));
+        }
+        // The right one: established.
+        let right = weft_speaker(None).await;
+        let id = right
+            .add_peer(peer(&gobgp, Some("weft-md5-s3cret")))
+            .await
+            .unwrap();
+        let res = wait_state(&right, id, State::Established).await;
+        right.shutdown().await;
+        res
+    }
+    .await;
+    check(&gobgp, result);
+}

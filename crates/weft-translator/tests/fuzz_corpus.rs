@@ -1,0 +1,46 @@
+//! Replays the committed `annotations` fuzz corpus (fuzz/corpus/annotations) through the
+//! fuzz target's dispatch (first byte picks the parser, the rest is the value), so every
+//! `cargo test` run covers it without a fuzzer: errors, never panics.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
+use std::path::PathBuf;
+
+use weft_translator::annotations as a;
+
+/// The fuzz target's body; true if the parser accepted the value.
+fn run(data: &[u8]) -> bool {
+    let Some((&which, rest)) = data.split_first() else {
+        return false;
+    };
+    let Ok(value) = std::str::from_utf8(rest) else {
+        return false;
+    };
+    let object = "Pod default/fuzz";
+    match which % 4 {
+        0 => a::parse_bool(object, "opencontrail.org/ip_fabric_snat", value).is_ok(),
+        1 => a::parse_flat_dict(object, "opencontrail.org/network", value).is_ok(),
+        2 => a::parse_network_ref(object, "opencontrail.org/network", value).is_ok(),
+        _ => a::parse_network_selections(object, "default", value).is_ok(),
+    }
+}
+
+#[test]
+fn every_annotation_corpus_input_parses_or_fails_cleanly() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/annotations");
+    let (mut seen, mut accepted) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        seen += 1;
+        let ok = std::panic::catch_unwind(|| run(&data))
+            .unwrap_or_else(|_| panic!("corpus input {} panics", path.display()));
+        accepted += usize::from(ok);
+    }
+    assert!(seen >= 5, "the committed corpus is missing");
+    // The seeds are real annotations: most of them are valid.
+    assert!(accepted >= 5, "only {accepted} of {seen} corpus inputs accepted");
+}
