@@ -18,12 +18,18 @@
 //! Prefixes (in [`ConfigStore::list`] and [`ConfigStore::watch`]) are plain string
 //! prefixes: `"a"` matches `"ab/x"` too, so callers end directory-like prefixes with `/`.
 //!
-//! Backends: [`RedbStore`] (embedded, one fsynced redb file; production) and
-//! [`MemoryStore`] (other crates' unit tests). [`open_url`] picks one from configuration.
+//! Backends: [`RedbStore`] (embedded, one fsynced redb file; production, one controller),
+//! [`EtcdStore`] (an etcd v3 cluster; several controller replicas, HA) and [`MemoryStore`]
+//! (other crates' unit tests). [`open_url`] picks one from configuration; [`copy_all`]
+//! copies one store into another (`weft store migrate`).
 
 mod apply;
+mod election;
 mod error;
+mod etcd_server;
+mod etcd_store;
 mod memory;
+mod migrate;
 mod redb_store;
 mod types;
 mod url;
@@ -31,8 +37,12 @@ mod watch;
 
 use futures::future::BoxFuture;
 
+pub use election::{DEFAULT_LEADER_TTL, Leadership};
 pub use error::StoreError;
+pub use etcd_server::EtcdServer;
+pub use etcd_store::{DEFAULT_PREFIX, EtcdConfig, EtcdStore};
 pub use memory::MemoryStore;
+pub use migrate::{CopyError, CopyReport, copy_all};
 pub use redb_store::RedbStore;
 pub use types::{Compare, EventKind, KeyValue, Op, Revision, StoreOptions, Txn, WatchEvent};
 pub use url::{DEFAULT_FILE_NAME, open_url};

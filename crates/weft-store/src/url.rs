@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::{ConfigStore, RedbStore, StoreError};
+use crate::{ConfigStore, EtcdStore, RedbStore, StoreError};
 
 /// File name used inside a directory given to [`open_url`].
 pub const DEFAULT_FILE_NAME: &str = "weft.redb";
@@ -11,7 +11,8 @@ pub const DEFAULT_FILE_NAME: &str = "weft.redb";
 /// Opens the store named by `url`:
 /// * `redb:///abs/path/file.redb`: that redb file (its directory is created if missing);
 /// * a plain directory path (no `scheme://`): `<dir>/weft.redb`, creating the directory;
-/// * `etcd://...`: not available yet (error);
+/// * `etcd://host:port[,host:port…][/prefix]`: an [`EtcdStore`] (keys under `prefix/`,
+///   default `weft/`; connects on first use);
 /// * anything else: an error naming the URL.
 pub fn open_url(url: &str) -> Result<Arc<dyn ConfigStore>, StoreError> {
     if let Some(path) = url.strip_prefix("redb://") {
@@ -29,13 +30,11 @@ pub fn open_url(url: &str) -> Result<Arc<dyn ConfigStore>, StoreError> {
         return Ok(Arc::new(RedbStore::open(path)?));
     }
     if url.starts_with("etcd://") {
-        return Err(StoreError::Backend(format!(
-            "store URL {url:?}: etcd store not built yet (use redb:///path/file.redb or a directory)"
-        )));
+        return Ok(Arc::new(EtcdStore::open(url)?));
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(StoreError::Backend(format!(
-            "store URL {url:?}: unknown scheme {scheme:?} (expected redb:///path/file.redb or a directory)"
+            "store URL {url:?}: unknown scheme {scheme:?} (expected redb:///path/file.redb, etcd://host:port[/prefix] or a directory)"
         )));
     }
     if url.is_empty() {

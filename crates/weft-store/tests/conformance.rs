@@ -1,7 +1,7 @@
 //! Conformance suite: the same behavioural tests against every backend, so the in-memory
-//! test double and the durable store cannot drift apart (and a future etcd backend gets the
-//! same bar). Each case is a plain async fn over a [`Fixture`]; the macro at the bottom
-//! instantiates it once per backend.
+//! test double and the durable stores (redb, etcd) cannot drift apart. Each case is a plain
+//! async fn over a [`Fixture`]; the macro at the bottom instantiates it once per backend. The
+//! etcd cases run against a real etcd spawned per test.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,30 +11,56 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use weft_store::{
-    ConfigStore, EventKind, KeyValue, MemoryStore, RedbStore, StoreError, StoreOptions, Txn, WatchEvent,
-    WatchStream,
+    ConfigStore, EtcdConfig, EtcdServer, EtcdStore, EventKind, KeyValue, MemoryStore, RedbStore, StoreError,
+    StoreOptions, Txn, WatchEvent, WatchStream,
 };
 
-/// A store under test plus whatever must outlive it.
+/// A store under test plus whatever must outlive it (dropped after the store).
 struct Fixture {
     store: Arc<dyn ConfigStore>,
     _dir: Option<tempfile::TempDir>,
+    _etcd: Option<EtcdServer>,
 }
 
-fn memory(options: StoreOptions) -> Fixture {
-    Fixture {
+async fn memory(options: StoreOptions) -> Option<Fixture> {
+    Some(Fixture {
         store: Arc::new(MemoryStore::with_options(options)),
         _dir: None,
-    }
+        _etcd: None,
+    })
 }
 
-fn redb(options: StoreOptions) -> Fixture {
+async fn redb(options: StoreOptions) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open_with(&dir.path().join("store.redb"), options).unwrap();
-    Fixture {
+    Some(Fixture {
         store: Arc::new(store),
         _dir: Some(dir),
+        _etcd: None,
+    })
+}
+
+/// A real etcd (spawned for this test, killed by its drop guard), with the weft keys under a
+/// prefix so the layout's isolation is exercised too. `None` (test skipped) only when the etcd
+/// binary is not installed: `scripts/install-deps` installs it, so CI runs these.
+async fn etcd(options: StoreOptions) -> Option<Fixture> {
+    if !EtcdServer::available() {
+        eprintln!(
+            "SKIPPED: {} not installed (run scripts/install-deps to get etcd-server)",
+            EtcdServer::binary().display()
+        );
+        return None;
     }
+    let server = EtcdServer::start().await.unwrap();
+    // Noise under a sibling prefix: must not show up in this store's revisions or watches.
+    let noise = EtcdStore::open(&server.url("other")).unwrap();
+    noise.commit(Txn::new().put("a", "noise")).await.unwrap();
+    let config = EtcdConfig::parse(&server.url("conformance/test")).unwrap();
+    Some(Fixture {
+        store: Arc::new(EtcdStore::with_config(config, options)),
+        _dir: None,
+        _etcd: Some(server),
+    })
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -612,7 +638,9 @@ macro_rules! conformance {
                     #[allow(unused_mut, unused_assignments)]
                     let mut options = weft_store::StoreOptions::default();
                     $( options = $options; )?
-                    super::$case(super::$backend(options)).await;
+                    if let Some(fixture) = super::$backend(options).await {
+                        super::$case(fixture).await;
+                    }
                 }
             )*
         }
@@ -640,4 +668,4 @@ macro_rules! suite {
     };
 }
 
-suite!(memory, redb);
+suite!(memory, redb, etcd);

@@ -104,15 +104,17 @@ async fn open_url_accepts_redb_urls_and_directories() {
 }
 
 #[test]
-fn open_url_rejects_unknown_and_unbuilt_schemes() {
+fn open_url_rejects_unknown_schemes_and_bad_etcd_urls() {
     let err = |url: &str| match open_url(url) {
         Err(StoreError::Backend(msg)) => msg,
         Err(other) => panic!("{url}: expected Backend, got {other}"),
         Ok(_) => panic!("{url}: should not open"),
     };
-    let msg = err("etcd://10.0.0.1:2379");
+    // etcd URLs open lazily (no connection yet) but must be well-formed.
+    assert!(open_url("etcd://10.0.0.1:2379").is_ok());
+    let msg = err("etcd://10.0.0.1");
     assert!(
-        msg.contains("etcd store not built yet") && msg.contains("etcd://10.0.0.1:2379"),
+        msg.contains("etcd://10.0.0.1") && msg.contains("host:port"),
         "{msg}"
     );
     let msg = err("s3://bucket/x");
