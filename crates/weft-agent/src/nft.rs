@@ -59,14 +59,35 @@
 //!
 //! # Ownership and applying
 //!
-//! weft owns exactly the table `inet weft` and never touches another table. The whole
-//! table is rewritten in one `nft -j -f -` transaction (`add table; delete table; add
-//! table; …`), so the kernel switches from the old rules to the new ones atomically.
-//! The first rule carries a comment with a fingerprint of the rendered table; the agent
-//! applies only when the fingerprint of what it renders differs from the last one it
-//! applied, and on start compares with the live table (`nft -j list table inet weft`)
-//! so a restart rewrites nothing. With no service (and no reply-only route) the table
-//! is removed, so the node tracks no connections at all.
+//! weft owns exactly the table `inet weft` and never touches another table. The
+//! renderer's anonymous sets are turned into named sets ([`incremental::name_sets`]),
+//! so the rules name their sets and the elements live in the sets. A change is applied
+//! in one `nft -j -f -` transaction either way:
+//!
+//! * only set elements differ from the table the agent applied last (a pod's labels
+//!   or address changed, a peer appeared): `delete element` / `add element` for just
+//!   those elements ([`incremental::element_diff`]); chains, rules and the other sets
+//!   stay as they are;
+//! * anything else: the whole table is rewritten (`add table; delete table; add table;
+//!   …`), so the kernel switches from the old rules to the new ones atomically.
+//!
+//! The fingerprint of the rendered table is the comment of the one rule of the chain
+//! [`FINGERPRINT_CHAIN`] (never jumped to; an element update flushes and refills it).
+//! The agent applies only when the fingerprint of what it renders differs from the
+//! last one it applied, and on start compares with the live table (`nft -j list table
+//! inet weft`) so a restart rewrites nothing. With no service, policy (and no
+//! reply-only route) the table is removed, so the node tracks no connections at all.
+//!
+//! # Policy changes and established connections
+//!
+//! A policy change decides *new* connections only: `ct state established,related
+//! accept` comes before the policy dispatch, and neither an element update nor a table
+//! rewrite touches conntrack, so a connection established while it was allowed keeps
+//! working after it is no longer allowed (upstream Kubernetes leaves this undefined;
+//! Calico and Cilium behave the same way). To cut such a flow, delete its conntrack
+//! entry. A node without a table tracks nothing: a connection already running when
+//! the node's first policy (or service) arrives is unknown to conntrack, so its next
+//! packet toward an isolated pod counts as new and must be allowed by the policy.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,8 +104,8 @@ use nftables::stmt::{
 };
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use weft_model::node::{
-    L4Protocol, NodeBackend, NodeService, NodeServicePort, NodeState, PolicyRule, SessionAffinity,
-    VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT, node_service_address,
+    AdminRule, AdminVerdict, L4Protocol, NodeBackend, NodeService, NodeServicePort, NodeState, PolicyRule,
+    SessionAffinity, VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT, node_service_address,
 };
 
 use crate::attachment::Attachments;
@@ -108,8 +129,12 @@ pub const MARK_REPLY: u32 = 0x0100_0002;
 /// [`crate::dataplane::RULE_PREF`]).
 pub const MARK_RULE_PREF: u32 = 999;
 
-/// Prefix of the fingerprint comment on the table's first rule.
+/// Prefix of the fingerprint comment on the rule of [`FINGERPRINT_CHAIN`].
 pub const FINGERPRINT_PREFIX: &str = "weft-nft ";
+
+/// The chain (no hook, never jumped to) whose one rule carries the table's fingerprint
+/// as a comment; kept apart so an element-only update changes no other chain.
+pub const FINGERPRINT_CHAIN: &str = "fingerprint";
 
 /// Priority of the raw chains (`priority raw`).
 const PRIO_RAW: i32 = -300;
@@ -944,14 +969,28 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
     warnings.extend(more);
     let mut objects = chains;
     objects.append(&mut rules);
+    // Elements in named sets, so that a change of elements only is applied as such.
+    let mut objects = incremental::name_sets(objects);
     let fingerprint = format!(
         "{:016x}",
         fnv1a64(serde_json::to_string(&objects).unwrap_or_default().as_bytes())
     );
-    // The comment goes on the first rule (raw-prerouting's notrack), after hashing.
-    if let Some(NfListObject::Rule(first)) = objects.iter_mut().find(|o| matches!(o, NfListObject::Rule(_))) {
-        first.comment = Some(format!("{FINGERPRINT_PREFIX}{fingerprint}").into());
-    }
+    // The fingerprint, after hashing, in a chain of its own (never jumped to) that an
+    // element-only update flushes and refills: the other chains stay identical.
+    objects.push(NfListObject::Chain(Chain {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        name: FINGERPRINT_CHAIN.into(),
+        ..Default::default()
+    }));
+    objects.push(NfListObject::Rule(Rule {
+        family: NfFamily::INet,
+        table: TABLE.into(),
+        chain: FINGERPRINT_CHAIN.into(),
+        expr: Cow::Owned(vec![Statement::Return(None)]),
+        comment: Some(format!("{FINGERPRINT_PREFIX}{fingerprint}").into()),
+        ..Default::default()
+    }));
     (Some(NftTable { objects, fingerprint }), warnings)
 }
 
@@ -1070,31 +1109,21 @@ fn prefix_expr(p: ipnet::Ipv4Net) -> Expression<'static> {
     }
 }
 
-/// Fills one endpoint chain: the packet `returns` (to the other direction's check)
-/// when its peer address (`field`: `saddr` for ingress, `daddr` for egress) and port
-/// hit a set, else it is rejected: TCP with a reset, the rest with ICMP
-/// admin-prohibited, so clients fail fast instead of timing out.
-fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'static str) {
-    let sets = policy_sets(rules);
-    if sets.all {
-        b.rule(chain, vec![Statement::Return(None)]);
-        return;
-    }
+/// The set lookups of `sets` (`field`: `saddr` for ingress, `daddr` for egress): at
+/// most two match statements, one per non-empty set (the any-port peers, then the
+/// peer . protocol . port elements). Empty when `sets.all` (the caller matches
+/// unconditionally) or when both sets are empty.
+fn set_lookups(sets: &PolicySets, field: &'static str) -> Vec<Statement<'static>> {
+    let mut out = Vec::new();
     if !sets.any_port.is_empty() {
-        b.rule(
-            chain,
-            vec![
-                eq(
-                    payload("ip", field),
-                    set(sets
-                        .any_port
-                        .iter()
-                        .map(|p| SetItem::Element(prefix_expr(*p)))
-                        .collect()),
-                ),
-                Statement::Return(None),
-            ],
-        );
+        out.push(eq(
+            payload("ip", field),
+            set(sets
+                .any_port
+                .iter()
+                .map(|p| SetItem::Element(prefix_expr(*p)))
+                .collect()),
+        ));
     }
     if !sets.ports.is_empty() {
         let items = sets
@@ -1111,20 +1140,30 @@ fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'sta
                 SetItem::Element(concat(vec![prefix_expr(*p), string(proto.as_str()), port]))
             })
             .collect();
-        b.rule(
-            chain,
-            vec![
-                eq(
-                    concat(vec![
-                        payload("ip", field),
-                        meta(MetaKey::L4proto),
-                        payload("th", "dport"),
-                    ]),
-                    set(items),
-                ),
-                Statement::Return(None),
-            ],
-        );
+        out.push(eq(
+            concat(vec![
+                payload("ip", field),
+                meta(MetaKey::L4proto),
+                payload("th", "dport"),
+            ]),
+            set(items),
+        ));
+    }
+    out
+}
+
+/// Fills one endpoint chain: the packet `returns` (to the other direction's check)
+/// when its peer address (`field`: `saddr` for ingress, `daddr` for egress) and port
+/// hit a set, else it is rejected: TCP with a reset, the rest with ICMP
+/// admin-prohibited, so clients fail fast instead of timing out.
+fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'static str) {
+    let sets = policy_sets(rules);
+    if sets.all {
+        b.rule(chain, vec![Statement::Return(None)]);
+        return;
+    }
+    for lookup in set_lookups(&sets, field) {
+        b.rule(chain, vec![lookup, Statement::Return(None)]);
     }
     b.rule(
         chain,
@@ -1133,25 +1172,129 @@ fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'sta
     b.rule(chain, vec![reject_icmpx(RejectCode::AdminProhibited)]);
 }
 
-/// NetworkPolicy in `filter-forward` (pod traffic is forwarded; services are DNATed in
-/// prerouting before, so the checks see the backend pod, as Kubernetes wants):
+/// The chain every admin `drop` goes to: TCP reset, else ICMP admin-prohibited.
+const POLICY_REJECT_CHAIN: &str = "pol-reject";
+
+/// Appends ordered verdict rules (AdminNetworkPolicy or baseline) to `chain`, as
+/// tiers: consecutive rules with the same verdict are one tier (first match among
+/// them is their union), and a tier is at most two set lookups with that verdict
+/// (`accept` → `return` to the other direction's check, `drop` → `goto pol-reject`,
+/// `pass` → `goto pass_to`). Per-packet cost grows with the number of tiers (verdict
+/// changes in priority order), not with pods or rules. Returns false when a tier
+/// matched everything (the rest of the chain is unreachable).
+fn verdict_tiers(
+    b: &mut Builder,
+    chain: &str,
+    rules: &[AdminRule],
+    field: &'static str,
+    pass_to: &str,
+    reject_used: &mut bool,
+) -> bool {
+    let mut start = 0;
+    while start < rules.len() {
+        let action = rules[start].action;
+        let end = rules[start..]
+            .iter()
+            .position(|r| r.action != action)
+            .map_or(rules.len(), |k| start + k);
+        let tier: Vec<PolicyRule> = rules[start..end].iter().map(|r| r.rule.clone()).collect();
+        start = end;
+        let verdict = match action {
+            AdminVerdict::Accept => Statement::Return(None),
+            AdminVerdict::Drop => {
+                *reject_used = true;
+                Statement::Goto(JumpTarget {
+                    target: POLICY_REJECT_CHAIN.to_string().into(),
+                })
+            }
+            AdminVerdict::Pass => Statement::Goto(JumpTarget {
+                target: pass_to.to_string().into(),
+            }),
+        };
+        let sets = policy_sets(&tier);
+        if sets.all {
+            b.rule(chain, vec![verdict]);
+            return false;
+        }
+        for lookup in set_lookups(&sets, field) {
+            b.rule(chain, vec![lookup, verdict.clone()]);
+        }
+    }
+    true
+}
+
+/// Renders one direction of an endpoint into `chain` (and `<chain>-np` when it has
+/// AdminNetworkPolicy rules): ANP tiers, then NetworkPolicy if it isolates the pod,
+/// else the baseline tiers, else `return`. Returns false when nothing restricts the
+/// direction (no chain made).
+fn direction_chain(
+    b: &mut Builder,
+    chain: &str,
+    admin: &[AdminRule],
+    np: Option<&[PolicyRule]>,
+    baseline: &[AdminRule],
+    field: &'static str,
+    reject_used: &mut bool,
+) -> bool {
+    if admin.is_empty() && np.is_none() && baseline.is_empty() {
+        return false;
+    }
+    b.chain(chain);
+    let mut stage = chain.to_string();
+    if !admin.is_empty() {
+        let np_chain = format!("{chain}-np");
+        b.chain(&np_chain);
+        if verdict_tiers(b, chain, admin, field, &np_chain, reject_used) {
+            b.rule(
+                chain,
+                vec![Statement::Goto(JumpTarget {
+                    target: np_chain.clone().into(),
+                })],
+            );
+        }
+        stage = np_chain;
+    }
+    match np {
+        Some(rules) => policy_chain(b, &stage, rules, field),
+        None => {
+            if verdict_tiers(b, &stage, baseline, field, &stage, reject_used) {
+                b.rule(&stage, vec![Statement::Return(None)]);
+            }
+        }
+    }
+    true
+}
+
+/// NetworkPolicy, AdminNetworkPolicy and BaselineAdminNetworkPolicy in
+/// `filter-forward` (pod traffic is forwarded; services are DNATed in prerouting
+/// before, so the checks see the backend pod, as Kubernetes wants):
 ///
 /// ```text
 /// ct state established,related accept                  (replies of allowed connections)
-/// iifname vmap { <veth of an egress-isolated pod> : jump pol-out-<n> }
-/// oifname vmap { <veth of an ingress-isolated pod> : jump pol-in-<n> }
-/// pol-out-<n>: ip daddr { any-port peers } return
+/// iifname vmap { <veth of an egress-restricted pod> : jump pol-out-<n> }
+/// oifname vmap { <veth of an ingress-restricted pod> : jump pol-in-<n> }
+/// pol-out-<n>: NetworkPolicy only (no ANP rule for the pod):
+///              ip daddr { any-port peers } return
 ///              ip daddr . meta l4proto . th dport { prefix . proto . ports } return
 ///              meta l4proto tcp reject with tcp reset; reject with icmpx admin-prohibited
+///            with ANP rules, one tier per run of equal verdicts, in priority order:
+///              ip daddr { … } return | goto pol-reject | goto pol-out-<n>-np
+///              ip daddr . meta l4proto . th dport { … } (same verdict)
+///              …
+///              goto pol-out-<n>-np
+/// pol-out-<n>-np: the NetworkPolicy rules above if a NetworkPolicy isolates the pod,
+///              else the baseline's tiers (return | goto pol-reject), then return
+/// pol-reject:  meta l4proto tcp reject with tcp reset; reject with icmpx admin-prohibited
 /// pol-in-<n>:  the same with ip saddr
 /// ```
 ///
 /// Each node checks the egress of its own pods and the ingress of its own pods, so a
 /// connection between nodes is checked once per side, and one between two local pods
-/// goes through both chains. Two set lookups per chain, whatever the number of pods
-/// and rules. The sets are anonymous and the whole table is rewritten atomically on
-/// every change (a label change only changes set elements in the document).
+/// goes through both chains. At most two set lookups per tier, whatever the number of
+/// pods and rules. The sets are written anonymous here and named by
+/// [`incremental::name_sets`], so a label change only changes set elements.
 fn render_policies(b: &mut Builder, state: &NodeState, attachments: &Attachments) {
+    let mut reject_used = false;
     let mut egress_items = Vec::new();
     let mut ingress_items = Vec::new();
     for (n, ep) in state.policies.iter().enumerate() {
@@ -1165,18 +1308,41 @@ fn render_policies(b: &mut Builder, state: &NodeState, attachments: &Attachments
             ));
             continue;
         }
-        if let Some(rules) = &ep.egress {
-            let chain = format!("pol-out-{n}");
-            b.chain(&chain);
-            policy_chain(b, &chain, rules, "daddr");
+        let chain = format!("pol-out-{n}");
+        if direction_chain(
+            b,
+            &chain,
+            &ep.admin_egress,
+            ep.egress.as_deref(),
+            &ep.baseline_egress,
+            "daddr",
+            &mut reject_used,
+        ) {
             egress_items.push(SetItem::Mapping(string(att.host_if_name.clone()), jump(&chain)));
         }
-        if let Some(rules) = &ep.ingress {
-            let chain = format!("pol-in-{n}");
-            b.chain(&chain);
-            policy_chain(b, &chain, rules, "saddr");
+        let chain = format!("pol-in-{n}");
+        if direction_chain(
+            b,
+            &chain,
+            &ep.admin_ingress,
+            ep.ingress.as_deref(),
+            &ep.baseline_ingress,
+            "saddr",
+            &mut reject_used,
+        ) {
             ingress_items.push(SetItem::Mapping(string(att.host_if_name.clone()), jump(&chain)));
         }
+    }
+    if reject_used {
+        b.chain(POLICY_REJECT_CHAIN);
+        b.rule(
+            POLICY_REJECT_CHAIN,
+            vec![eq(meta(MetaKey::L4proto), string("tcp")), reject_tcp()],
+        );
+        b.rule(
+            POLICY_REJECT_CHAIN,
+            vec![reject_icmpx(RejectCode::AdminProhibited)],
+        );
     }
     if egress_items.is_empty() && ingress_items.is_empty() {
         return;
@@ -1243,7 +1409,7 @@ pub fn has_outside_services(state: &NodeState) -> bool {
 pub enum LiveTable {
     /// No such table.
     Absent,
-    /// The table, with the fingerprint of its first rule's comment if it has one.
+    /// The table, with the fingerprint of its [`FINGERPRINT_CHAIN`] rule if it has one.
     Present(Option<String>),
 }
 
@@ -1294,36 +1460,94 @@ impl Applied {
     }
 }
 
+/// How [`sync_incremental`] brought the live table in line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    /// It already was: nothing written.
+    Unchanged,
+    /// Only set elements differed: this many `delete`/`add element` commands (and the
+    /// fingerprint rule) in one transaction.
+    Elements(usize),
+    /// The table was rewritten in one transaction.
+    Rewritten,
+    /// The table was removed.
+    Removed,
+}
+
 /// Makes the live table what `wanted` says (absent for `None`), in the calling thread's
 /// network namespace, writing only when `last` (what the previous pass left) differs
 /// from it; on the first pass (`last` unknown) the live table is read and compared
 /// instead. Returns whether it wrote. `last` is updated on success. Without an `nft`
-/// binary, a node that needs no table is fine.
+/// binary, a node that needs no table is fine. Always rewrites the whole table; the
+/// agent uses [`sync_incremental`].
 pub fn sync(wanted: Option<&NftTable>, last: &mut Applied) -> Result<bool, NftablesError> {
+    sync_incremental(wanted, last, &mut None).map(|s| s != Synced::Unchanged)
+}
+
+/// [`sync`], but when `previous` is the table that `last` says is live and `wanted`
+/// differs from it only in set elements ([`incremental::element_diff`]), applies just
+/// those elements in one transaction; if the kernel refuses that (the live table was
+/// changed behind weft's back), rewrites the table. `previous` is updated with `last`.
+pub fn sync_incremental(
+    wanted: Option<&NftTable>,
+    last: &mut Applied,
+    previous: &mut Option<NftTable>,
+) -> Result<Synced, NftablesError> {
     let target = Applied::of(wanted);
     if *last == target {
-        return Ok(false);
+        *previous = wanted.cloned();
+        return Ok(Synced::Unchanged);
     }
     if *last == Applied::Unknown {
         match live_table() {
             Ok(live) if live.matches(wanted) => {
                 *last = target;
-                return Ok(false);
+                *previous = wanted.cloned();
+                return Ok(Synced::Unchanged);
             }
             Ok(_) => {}
             Err(NftablesError::NftExecution { .. }) if wanted.is_none() => {
                 *last = target;
-                return Ok(false);
+                *previous = None;
+                return Ok(Synced::Unchanged);
             }
             Err(e) => return Err(e),
         }
     }
-    match wanted {
-        Some(t) => apply_document(t)?,
-        None => remove_table()?,
+    if let (Some(new), Some(old), Applied::Table(live)) = (wanted, previous.as_ref(), &*last)
+        && old.fingerprint == *live
+        && let Some(commands) = incremental::element_diff(&old.objects, &new.objects)
+    {
+        let count = commands.len();
+        let doc = incremental::element_document(commands);
+        match nftables::helper::apply_ruleset_raw(
+            &document_json(&doc, false),
+            nftables::helper::DEFAULT_NFT,
+            nftables::helper::DEFAULT_ARGS,
+        ) {
+            Ok(_) => {
+                *last = target;
+                *previous = Some(new.clone());
+                return Ok(Synced::Elements(count));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "incremental nftables update refused; rewriting the table");
+            }
+        }
     }
+    let synced = match wanted {
+        Some(t) => {
+            apply_document(t)?;
+            Synced::Rewritten
+        }
+        None => {
+            remove_table()?;
+            Synced::Removed
+        }
+    };
     *last = target;
-    Ok(true)
+    *previous = wanted.cloned();
+    Ok(synced)
 }
 
 /// The fingerprint in the JSON listing of a table (`nft -j list table inet weft`).
@@ -1353,6 +1577,8 @@ pub fn apply_document(table: &NftTable) -> Result<(), NftablesError> {
 pub fn remove_table() -> Result<(), NftablesError> {
     nftables::helper::apply_ruleset(&removal_document())
 }
+
+pub mod incremental;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -16,7 +16,17 @@
 //! - named ports resolve against the destination pod's container ports; endPort ranges;
 //! - replies of allowed connections are always allowed (that is the kernel's conntrack;
 //!   this module decides new flows).
+//!
+//! On top of NetworkPolicy, TF's ordering model: cluster-wide policies with explicit
+//! sequence numbers decide before the namespaces' policies. weft implements it as
+//! sig-network's AdminNetworkPolicy (ANP, `priority` = TF's `sequence`, actions Allow /
+//! Deny / Pass) and BaselineAdminNetworkPolicy (BANP, the cluster default that applies
+//! where no NetworkPolicy isolates the pod) rather than a weft-specific
+//! `FirewallPolicy` kind: it is the same model in the standard Kubernetes API, so
+//! manifests and tooling carry over. Each side of a flow goes ANP tiers → NetworkPolicy
+//! → BANP → allow; see [`admin`] and [`Stage`].
 
+pub mod admin;
 mod selector;
 
 use std::collections::BTreeMap;
@@ -26,7 +36,9 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, Network
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
+pub use admin::{AdminRuleRef, Stage};
 pub use selector::selector_matches;
+pub use weft_model::admin_policy::{AdminAction, AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 
 /// Label key every namespace carries with its own name (Kubernetes ≥ 1.21).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -129,6 +141,29 @@ pub struct SideDecision {
     pub allowed_by: Option<RuleRef>,
     /// The verdict of this side.
     pub allowed: bool,
+    /// AdminNetworkPolicies that select the pod with rules for this direction, in
+    /// evaluation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_selecting: Vec<String>,
+    /// The first ANP rule that matched (Allow, Deny or Pass), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminRuleRef>,
+    /// The BaselineAdminNetworkPolicy rule that decided, if that stage was reached and
+    /// a rule matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<AdminRuleRef>,
+    /// The stage that decided.
+    #[serde(default)]
+    pub stage: Stage,
+}
+
+fn rule_text(r: &AdminRuleRef, direction: &str) -> String {
+    let name = if r.name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({:?})", r.name)
+    };
+    format!("{}[{}]{name}", direction.to_ascii_lowercase(), r.rule)
 }
 
 impl SideDecision {
@@ -137,11 +172,61 @@ impl SideDecision {
             selecting: Vec::new(),
             allowed_by: None,
             allowed: true,
+            admin_selecting: Vec::new(),
+            admin: None,
+            baseline: None,
+            stage: Stage::Default,
         }
     }
 
-    /// One line for people.
+    /// The steps of this side for people, one line each: the AdminNetworkPolicy
+    /// stage, then NetworkPolicy or the baseline, whichever decided.
+    pub fn explain_steps(&self, direction: &str, who: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.admin_selecting.is_empty() {
+            let line = match &self.admin {
+                Some(r) => format!(
+                    "{direction}: AdminNetworkPolicy {} (priority {}) selects {who}; rule {} matches → {}",
+                    r.policy,
+                    r.priority.unwrap_or_default(),
+                    rule_text(r, direction),
+                    match r.action {
+                        AdminAction::Allow => "Allow: accepted without consulting NetworkPolicy",
+                        AdminAction::Deny => "Deny: dropped",
+                        AdminAction::Pass =>
+                            "Pass: remaining AdminNetworkPolicies skipped, NetworkPolicy decides",
+                    }
+                ),
+                None => format!(
+                    "{direction}: AdminNetworkPolicies {} select {who}; no rule matches → NetworkPolicy decides",
+                    self.admin_selecting.join(", ")
+                ),
+            };
+            out.push(line);
+        }
+        match self.stage {
+            Stage::AdminNetworkPolicy => {}
+            Stage::BaselineAdminNetworkPolicy => {
+                if let Some(r) = &self.baseline {
+                    out.push(format!(
+                        "{direction}: {who} is not isolated by any NetworkPolicy; BaselineAdminNetworkPolicy {} rule {} → {}",
+                        r.policy,
+                        rule_text(r, direction),
+                        if self.allowed { "Allow" } else { "Deny" }
+                    ));
+                }
+            }
+            Stage::NetworkPolicy | Stage::Default => out.push(self.explain_network_policy(direction, who)),
+        }
+        out
+    }
+
+    /// All steps of [`explain_steps`](Self::explain_steps) on one line.
     pub fn explain(&self, direction: &str, who: &str) -> String {
+        self.explain_steps(direction, who).join("; ")
+    }
+
+    fn explain_network_policy(&self, direction: &str, who: &str) -> String {
         if self.selecting.is_empty() {
             return format!(
                 "{direction}: {who} is not selected by any policy with {direction} → allowed (TF/Kubernetes default)"
@@ -191,6 +276,10 @@ pub struct PolicySet {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// NetworkPolicies.
     pub policies: Vec<NetworkPolicy>,
+    /// AdminNetworkPolicies (any order: [`PolicySet::admin_order`] sorts them).
+    pub admin: Vec<AdminNetworkPolicy>,
+    /// The BaselineAdminNetworkPolicy, if there is one.
+    pub baseline: Option<BaselineAdminNetworkPolicy>,
 }
 
 fn policy_name(p: &NetworkPolicy) -> String {
@@ -305,14 +394,40 @@ impl PolicySet {
         })
     }
 
+    /// One side: ANP stage, then NetworkPolicy, then the baseline, then allow.
     fn side(&self, pod_index: usize, ingress: bool, flow: &Flow) -> SideDecision {
         let Some(pod) = self.pods.get(pod_index) else {
             return SideDecision::open();
         };
+        let mut decision = self.np_side(pod, ingress, flow);
+        let (admin_selecting, admin) = self.admin_side(pod, ingress, flow);
+        decision.admin_selecting = admin_selecting;
+        match admin.as_ref().map(|r| r.action) {
+            Some(AdminAction::Allow) | Some(AdminAction::Deny) => {
+                decision.allowed = admin.as_ref().is_some_and(|r| r.action == AdminAction::Allow);
+                decision.stage = Stage::AdminNetworkPolicy;
+                decision.admin = admin;
+                return decision;
+            }
+            Some(AdminAction::Pass) | None => decision.admin = admin,
+        }
+        if !decision.selecting.is_empty() {
+            decision.stage = Stage::NetworkPolicy;
+            return decision;
+        }
+        if let Some(r) = self.baseline_side(pod, ingress, flow) {
+            decision.allowed = r.action == AdminAction::Allow;
+            decision.stage = Stage::BaselineAdminNetworkPolicy;
+            decision.baseline = Some(r);
+        }
+        decision
+    }
+
+    /// The NetworkPolicy stage of one side (open when no policy isolates the pod).
+    fn np_side(&self, pod: &PodInfo, ingress: bool, flow: &Flow) -> SideDecision {
         let mut decision = SideDecision {
-            selecting: Vec::new(),
-            allowed_by: None,
             allowed: false,
+            ..SideDecision::open()
         };
         for policy in &self.policies {
             let (has_ingress, has_egress) = policy_types(policy);

@@ -12,6 +12,14 @@
 //!   narrowed to that pod's addresses), so an external address never matches a named
 //!   port, exactly as in [`PolicySet::evaluate`].
 //!
+//! AdminNetworkPolicy and BaselineAdminNetworkPolicy (TF's sequence-numbered policy
+//! sets in their Kubernetes form, see [`weft_policy::admin`]) compile into ordered
+//! verdict rules ([`AdminRule`]: accept, drop, pass) per endpoint and direction: the
+//! ANPs' rules in evaluation order (priority, then name, then rule order), checked
+//! before the NetworkPolicy rules; the BANP's rules only where no NetworkPolicy
+//! isolates the pod. Peers and ports resolve as for NetworkPolicy (`networks` peers
+//! are their CIDRs; named ports as above).
+//!
 //! Each node checks the egress side of its own pods and the ingress side of its own
 //! pods, so every connection is checked once per side. The property test in `tests`
 //! checks that the compiled rules decide every flow of random small worlds as
@@ -22,11 +30,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use weft_model::InterfaceAttachment;
-use weft_model::node::{EndpointPolicy, L4Protocol, PolicyPort, PolicyRule};
-use weft_policy::{Endpoint, NamedPort, PodInfo, PolicySet, Protocol, policy_types};
+use weft_model::admin_policy::{AdminNetworkPolicy, AdminPort, BaselineAdminNetworkPolicy};
+use weft_model::node::{AdminRule, EndpointPolicy, L4Protocol, PolicyRule};
+use weft_policy::{NamedPort, PodInfo, PolicySet, Protocol};
 
 /// Builds the [`PolicySet`] of the cluster: every pod that is not host-networked, with
 /// the addresses of its weft interfaces and its named container ports; the namespaces'
@@ -97,6 +105,25 @@ pub fn policy_set(
     set
 }
 
+/// [`policy_set`] plus the cluster's AdminNetworkPolicies and its
+/// BaselineAdminNetworkPolicy (the one named `default`; others are ignored).
+pub fn policy_set_with_admin(
+    pods: &[Pod],
+    namespaces: &[Namespace],
+    policies: &[NetworkPolicy],
+    admin: &[AdminNetworkPolicy],
+    baseline: &[BaselineAdminNetworkPolicy],
+    interfaces: &[InterfaceAttachment],
+) -> PolicySet {
+    let mut set = policy_set(pods, namespaces, policies, interfaces);
+    set.admin = admin.to_vec();
+    set.baseline = baseline
+        .iter()
+        .find(|b| b.metadata.name.as_deref() == Some(weft_model::admin_policy::BANP_NAME))
+        .cloned();
+    set
+}
+
 /// The policies of `node`'s local pod interfaces (those of `interfaces` placed on
 /// `node`) that some policy isolates, sorted by interface key.
 pub fn compile_node_policies(
@@ -104,25 +131,72 @@ pub fn compile_node_policies(
     set: &PolicySet,
     interfaces: &[InterfaceAttachment],
 ) -> Vec<EndpointPolicy> {
+    let mut compiler = PolicyCompiler::new(set);
+    let by_name: BTreeMap<(&str, &str), usize> = set
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(n, p)| ((p.namespace.as_str(), p.name.as_str()), n))
+        .collect();
     let mut out: BTreeMap<String, EndpointPolicy> = BTreeMap::new();
     for i in interfaces.iter().filter(|i| i.node.as_deref() == Some(node)) {
-        let Some(index) = set.pod_index(&i.namespace, &i.pod) else {
+        let Some(&index) = by_name.get(&(i.namespace.as_str(), i.pod.as_str())) else {
             continue;
         };
-        let ingress = compile_side(set, index, true);
-        let egress = compile_side(set, index, false);
-        if ingress.is_none() && egress.is_none() {
+        let key = format!("{}/{}/{}", i.namespace, i.pod, i.interface);
+        let policy = compiler.endpoint(index, key.clone(), i.ip);
+        if policy.is_open() {
             continue;
         }
-        let key = format!("{}/{}/{}", i.namespace, i.pod, i.interface);
-        out.entry(key.clone()).or_insert(EndpointPolicy {
-            interface: key,
-            ip: i.ip,
-            ingress,
-            egress,
-        });
+        out.entry(key).or_insert(policy);
     }
     out.into_values().collect()
+}
+
+/// Everything that applies to pod `index`, as the policy of its interface `key` with
+/// address `ip` (one pod; for many, use one [`PolicyCompiler`]).
+pub fn compile_endpoint(set: &PolicySet, index: usize, key: String, ip: IpAddr) -> EndpointPolicy {
+    PolicyCompiler::new(set).endpoint(index, key, ip)
+}
+
+/// The ANP rules of one side of pod `index`, in evaluation order.
+pub fn compile_admin_side(set: &PolicySet, index: usize, ingress: bool) -> Vec<AdminRule> {
+    PolicyCompiler::new(set).admin_side(index, ingress)
+}
+
+/// The BANP rules of one side of pod `index` (empty if it does not select the pod).
+pub fn compile_baseline_side(set: &PolicySet, index: usize, ingress: bool) -> Vec<AdminRule> {
+    PolicyCompiler::new(set).baseline_side(index, ingress)
+}
+
+/// The NetworkPolicy rules of one side of pod `index` (`None`: not isolated for that
+/// direction).
+pub fn compile_side(set: &PolicySet, index: usize, ingress: bool) -> Option<Vec<PolicyRule>> {
+    PolicyCompiler::new(set).side(index, ingress)
+}
+
+enum AdminPortKind<'a> {
+    Range(Protocol, u16, u16),
+    Named(&'a str),
+    Nothing,
+}
+
+fn admin_port(p: &AdminPort) -> AdminPortKind<'_> {
+    let range =
+        |proto: &str, start: i32, end: i32| match (Protocol::parse(proto), numeric_range(start, Some(end))) {
+            (Some(proto), Some((first, last))) => AdminPortKind::Range(proto, first, last),
+            _ => AdminPortKind::Nothing,
+        };
+    if let Some(n) = &p.port_number {
+        return range(&n.protocol, n.port, n.port);
+    }
+    if let Some(r) = &p.port_range {
+        return range(&r.protocol, r.start, r.end);
+    }
+    match &p.named_port {
+        Some(name) => AdminPortKind::Named(name),
+        None => AdminPortKind::Nothing,
+    }
 }
 
 fn l4(p: Protocol) -> L4Protocol {
@@ -158,37 +232,6 @@ fn host_prefixes(pod: &PodInfo) -> Vec<IpNet> {
     pod.ips.iter().map(|ip| IpNet::from(*ip)).collect()
 }
 
-/// Peers of a rule: `None` for any address, else the prefixes.
-fn rule_peers(set: &PolicySet, ns: &str, peers: Option<&[NetworkPolicyPeer]>) -> Option<Vec<IpNet>> {
-    let list = match peers {
-        None | Some([]) => return None,
-        Some(list) => list,
-    };
-    let mut out = Vec::new();
-    for peer in list {
-        if let Some(block) = &peer.ip_block {
-            let Ok(cidr) = block.cidr.parse::<IpNet>() else {
-                continue;
-            };
-            let excepts: Vec<IpNet> = block
-                .except
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|e| e.parse().ok())
-                .collect();
-            out.extend(subtract(cidr, &excepts));
-            continue;
-        }
-        for (i, pod) in set.pods.iter().enumerate() {
-            if set.peer_matches(ns, peer, &Endpoint::Pod(i)) {
-                out.extend(host_prefixes(pod));
-            }
-        }
-    }
-    Some(IpNet::aggregate(&out))
-}
-
 /// The numeric range of a port entry, clamped to 0–65535 (`None`: empty).
 fn numeric_range(start: i32, end_port: Option<i32>) -> Option<(u16, u16)> {
     let end = end_port.unwrap_or(start);
@@ -197,125 +240,9 @@ fn numeric_range(start: i32, end_port: Option<i32>) -> Option<(u16, u16)> {
     (first <= last).then_some((first, last))
 }
 
-/// The rules of one side of pod `index` (`None`: not isolated for that direction).
-pub fn compile_side(set: &PolicySet, index: usize, ingress: bool) -> Option<Vec<PolicyRule>> {
-    let pod = set.pods.get(index)?;
-    let mut selected = false;
-    let mut rules: BTreeSet<PolicyRule> = BTreeSet::new();
-    for policy in &set.policies {
-        let (has_ingress, has_egress) = policy_types(policy);
-        if (ingress && !has_ingress) || (!ingress && !has_egress) || !set.selects(policy, pod) {
-            continue;
-        }
-        selected = true;
-        let ns = policy.metadata.namespace.as_deref().unwrap_or("default");
-        let spec = policy.spec.clone().unwrap_or_default();
-        type RawRule = (Option<Vec<NetworkPolicyPeer>>, Option<Vec<NetworkPolicyPort>>);
-        let raw: Vec<RawRule> = if ingress {
-            spec.ingress
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (r.from, r.ports))
-                .collect()
-        } else {
-            spec.egress
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (r.to, r.ports))
-                .collect()
-        };
-        for (peers, ports) in raw {
-            let peer_prefixes = rule_peers(set, ns, peers.as_deref());
-            if peer_prefixes.as_ref().is_some_and(Vec::is_empty) {
-                continue;
-            }
-            let ports = ports.unwrap_or_default();
-            if ports.is_empty() {
-                rules.insert(PolicyRule {
-                    peers: peer_prefixes,
-                    ports: None,
-                });
-                continue;
-            }
-            let mut numeric = BTreeSet::new();
-            for p in &ports {
-                let proto = p
-                    .protocol
-                    .as_deref()
-                    .and_then(Protocol::parse)
-                    .unwrap_or(Protocol::Tcp);
-                match &p.port {
-                    None => {
-                        numeric.insert(PolicyPort {
-                            protocol: l4(proto),
-                            first: 0,
-                            last: 65535,
-                        });
-                    }
-                    Some(IntOrString::Int(start)) => {
-                        if let Some((first, last)) = numeric_range(*start, p.end_port) {
-                            numeric.insert(PolicyPort {
-                                protocol: l4(proto),
-                                first,
-                                last,
-                            });
-                        }
-                    }
-                    Some(IntOrString::String(name)) if ingress => {
-                        for np in pod
-                            .ports
-                            .iter()
-                            .filter(|np| &np.name == name && np.protocol == proto)
-                        {
-                            numeric.insert(PolicyPort {
-                                protocol: l4(proto),
-                                first: np.port,
-                                last: np.port,
-                            });
-                        }
-                    }
-                    Some(IntOrString::String(name)) => {
-                        // Egress: per destination pod the peers allow.
-                        for (i, dst) in set.pods.iter().enumerate() {
-                            let peer_ok = match peers.as_deref() {
-                                None | Some([]) => true,
-                                Some(list) => list
-                                    .iter()
-                                    .any(|peer| set.peer_matches(ns, peer, &Endpoint::Pod(i))),
-                            };
-                            if !peer_ok || dst.ips.is_empty() {
-                                continue;
-                            }
-                            let dst_ports: BTreeSet<PolicyPort> = dst
-                                .ports
-                                .iter()
-                                .filter(|np| &np.name == name && np.protocol == proto)
-                                .map(|np| PolicyPort {
-                                    protocol: l4(proto),
-                                    first: np.port,
-                                    last: np.port,
-                                })
-                                .collect();
-                            if !dst_ports.is_empty() {
-                                rules.insert(PolicyRule {
-                                    peers: Some(IpNet::aggregate(&host_prefixes(dst))),
-                                    ports: Some(dst_ports.into_iter().collect()),
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-            if !numeric.is_empty() {
-                rules.insert(PolicyRule {
-                    peers: peer_prefixes,
-                    ports: Some(numeric.into_iter().collect()),
-                });
-            }
-        }
-    }
-    selected.then(|| rules.into_iter().collect())
-}
+mod compiler;
+pub use compiler::PolicyCompiler;
+pub mod synthetic;
 
 #[cfg(test)]
 mod tests;

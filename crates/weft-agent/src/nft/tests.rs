@@ -241,12 +241,38 @@ fn rendered() -> NftTable {
     table.expect("services need a table")
 }
 
-fn rules_of<'a>(t: &'a NftTable, chain: &str) -> Vec<&'a Rule<'static>> {
+/// The rules of `chain`, with each lookup of a named set (see `incremental`) shown as
+/// the anonymous set of its elements, as the renderer emitted it.
+fn rules_of(t: &NftTable, chain: &str) -> Vec<Rule<'static>> {
+    let sets: std::collections::BTreeMap<String, Vec<Expression<'static>>> = t
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Set(s) => Some((
+                format!("@{}", s.name),
+                s.elem.as_ref().map(|e| e.to_vec()).unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect();
     t.objects
         .iter()
         .filter_map(|o| match o {
-            NfListObject::Rule(r) if r.chain == chain => Some(r),
+            NfListObject::Rule(r) if r.chain == chain => Some(r.clone()),
             _ => None,
+        })
+        .map(|mut r| {
+            let mut expr = r.expr.into_owned();
+            for statement in &mut expr {
+                if let Statement::Match(m) = statement
+                    && let Expression::String(name) = &m.right
+                    && let Some(elements) = sets.get(name.as_ref())
+                {
+                    m.right = set(elements.iter().cloned().map(SetItem::Element).collect());
+                }
+            }
+            r.expr = std::borrow::Cow::Owned(expr);
+            r
         })
         .collect()
 }
@@ -283,8 +309,11 @@ fn document_replaces_the_table_atomically_and_carries_the_fingerprint() {
     assert!(!doc.contains(r#""table":"filter""#) && !doc.contains(r#""name":"nat""#));
     let notrack = rules_of(&t, "raw-prerouting");
     assert_eq!(notrack.len(), 1);
+    assert_eq!(notrack[0].comment, None);
+    let fingerprint = rules_of(&t, FINGERPRINT_CHAIN);
+    assert_eq!(fingerprint.len(), 1);
     assert_eq!(
-        notrack[0].comment.as_deref(),
+        fingerprint[0].comment.as_deref(),
         Some(format!("{FINGERPRINT_PREFIX}{}", t.fingerprint).as_str())
     );
     assert_eq!(json(&notrack[0].expr), json(&rules_of(&t, "raw-output")[0].expr));
@@ -525,12 +554,14 @@ fn policies_render_forward_dispatch_and_endpoint_chains() {
                 Some(&[(L4Protocol::Tcp, 80, 80)]),
             )]),
             egress: Some(vec![]),
+            ..weft_model::node::EndpointPolicy::open(String::new(), ip("0.0.0.0"))
         },
         weft_model::node::EndpointPolicy {
             interface: "iso/c/eth0".into(),
             ip: ip("10.9.0.2"),
             ingress: None,
             egress: Some(vec![policy_rule(None, None)]),
+            ..weft_model::node::EndpointPolicy::open(String::new(), ip("0.0.0.0"))
         },
     ];
     let (table, warnings) = render(&s, &attached());
@@ -606,4 +637,64 @@ fn policy_sets_are_disjoint_and_decide_like_the_rules() {
         }
     }
     assert!(policy_sets(&[policy_rule(None, None)]).all);
+}
+
+fn admin_rule(action: AdminVerdict, peers: &[&str], ports: Option<&[(L4Protocol, u16, u16)]>) -> AdminRule {
+    AdminRule {
+        action,
+        rule: policy_rule(Some(peers), ports),
+    }
+}
+
+#[test]
+fn admin_tiers_render_in_order_with_pass_and_baseline() {
+    let mut s = state();
+    s.services.clear();
+    for n in &mut s.networks {
+        n.routes.retain(|r| !r.reply_only);
+    }
+    let mut a = weft_model::node::EndpointPolicy::open("default/a/eth0".into(), ip("10.1.0.2"));
+    // Two Deny rules (one tier), a Pass, an Allow; NetworkPolicy allows 10.1.0.3 on 80.
+    a.admin_ingress = vec![
+        admin_rule(AdminVerdict::Drop, &["10.2.0.0/16"], None),
+        admin_rule(
+            AdminVerdict::Drop,
+            &["10.3.0.5/32"],
+            Some(&[(L4Protocol::Tcp, 22, 22)]),
+        ),
+        admin_rule(AdminVerdict::Pass, &["10.1.0.0/24"], None),
+        admin_rule(AdminVerdict::Accept, &["0.0.0.0/0"], None),
+    ];
+    a.ingress = Some(vec![policy_rule(
+        Some(&["10.1.0.3/32"]),
+        Some(&[(L4Protocol::Tcp, 80, 80)]),
+    )]);
+    // Egress: no NetworkPolicy, a baseline that denies 10.9.0.0/16.
+    a.baseline_egress = vec![admin_rule(AdminVerdict::Drop, &["10.9.0.0/16"], None)];
+    s.policies = vec![a];
+    let (table, warnings) = render(&s, &attached());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let table = table.expect("policies need a table");
+    let chain_in = json(&rules_of(&table, "pol-in-0"));
+    // Deny tier (two lookups), pass tier (one), accept tier (one), then on to the
+    // NetworkPolicy stage.
+    assert_eq!(rules_of(&table, "pol-in-0").len(), 5, "{chain_in}");
+    let gotos: Vec<usize> = ["pol-reject", "pol-in-0-np"]
+        .iter()
+        .map(|c| chain_in.matches(&format!(r#""target":"{c}""#)).count())
+        .collect();
+    assert_eq!(gotos, vec![2, 2], "{chain_in}");
+    assert_eq!(chain_in.matches(r#"{"return":null}"#).count(), 1, "{chain_in}");
+    // The NetworkPolicy stage: one lookup, two rejects.
+    assert_eq!(rules_of(&table, "pol-in-0-np").len(), 3);
+    // Egress: the baseline stage directly (no ANP rules): a drop tier, then return.
+    let out = json(&rules_of(&table, "pol-out-0"));
+    assert_eq!(rules_of(&table, "pol-out-0").len(), 2, "{out}");
+    assert!(out.contains("pol-reject") && out.contains("daddr"), "{out}");
+    assert_eq!(rules_of(&table, "pol-reject").len(), 2);
+    let forward = json(&rules_of(&table, "filter-forward"));
+    assert!(
+        forward.contains("pol-out-0") && forward.contains("pol-in-0"),
+        "{forward}"
+    );
 }

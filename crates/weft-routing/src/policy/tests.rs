@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use weft_model::node::direction_allows;
-use weft_policy::Flow;
+use weft_policy::{Endpoint, Flow};
 
 use super::*;
 
@@ -134,17 +134,32 @@ fn compiled(set: &PolicySet, flow: &Flow) -> bool {
     };
     let proto = l4(flow.protocol);
     let egress_ok = match flow.src {
-        Endpoint::Pod(i) => direction_allows(
-            compile_side(set, i, false).as_deref(),
-            addr(&flow.dst),
-            proto,
-            flow.port,
-        ),
+        Endpoint::Pod(i) => {
+            let np_only = direction_allows(
+                compile_side(set, i, false).as_deref(),
+                addr(&flow.dst),
+                proto,
+                flow.port,
+            );
+            let full = compile_endpoint(set, i, String::new(), addr(&flow.src)).allows(
+                false,
+                addr(&flow.dst),
+                proto,
+                flow.port,
+            );
+            if set.admin.is_empty() && set.baseline.is_none() {
+                assert_eq!(
+                    np_only, full,
+                    "without admin policies the stages reduce to NetworkPolicy"
+                );
+            }
+            full
+        }
         Endpoint::External(_) => true,
     };
     let ingress_ok = match flow.dst {
-        Endpoint::Pod(i) => direction_allows(
-            compile_side(set, i, true).as_deref(),
+        Endpoint::Pod(i) => compile_endpoint(set, i, String::new(), addr(&flow.dst)).allows(
+            true,
             addr(&flow.src),
             proto,
             flow.port,
@@ -152,6 +167,161 @@ fn compiled(set: &PolicySet, flow: &Flow) -> bool {
         Endpoint::External(_) => true,
     };
     egress_ok && ingress_ok
+}
+
+fn selector(kind: u8) -> Value {
+    match kind % 4 {
+        0 => json!({}),
+        1 => json!({"matchLabels": {"ns": "x"}}),
+        2 => json!({"matchLabels": {"ns": "y"}}),
+        _ => json!({"matchExpressions": [{"key": "ns", "operator": "NotIn", "values": ["x"]}]}),
+    }
+}
+
+fn admin_peer(kind: u8) -> Value {
+    match kind % 5 {
+        0 => json!({"namespaces": selector(kind / 5)}),
+        1 => {
+            json!({"pods": {"namespaceSelector": selector(kind / 5), "podSelector": {"matchLabels": {"app": "a"}}}})
+        }
+        2 => json!({"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "b"}}}}),
+        3 => json!({"namespaces": {}}),
+        _ => json!({"networks": ["10.0.0.0/30", "192.168.0.0/16"]}),
+    }
+}
+
+fn admin_port(kind: u8) -> Value {
+    match kind % 5 {
+        0 => json!({"portNumber": {"protocol": "TCP", "port": 80}}),
+        1 => json!({"portRange": {"start": 80, "end": 81}}),
+        2 => json!({"namedPort": "http"}),
+        3 => json!({"portNumber": {"protocol": "UDP", "port": 53}}),
+        _ => json!({"namedPort": "dns"}),
+    }
+}
+
+/// (action, peers, ports) of an admin rule.
+type RawAdminRule = (u8, Vec<u8>, Vec<u8>);
+
+fn admin_rules(rules: &[RawAdminRule], ingress: bool, baseline: bool) -> Value {
+    let key = if ingress { "from" } else { "to" };
+    Value::Array(
+        rules
+            .iter()
+            .map(|(action, peers, ports)| {
+                let actions: &[&str] = if baseline {
+                    &["Allow", "Deny"]
+                } else {
+                    &["Allow", "Deny", "Pass"]
+                };
+                let mut peers: Vec<Value> = peers.iter().map(|p| admin_peer(*p)).collect();
+                if ingress {
+                    peers.retain(|p| p.get("networks").is_none());
+                }
+                if peers.is_empty() {
+                    peers.push(json!({"namespaces": {}}));
+                }
+                let mut r = json!({"action": actions[usize::from(*action) % actions.len()], key: peers});
+                if !ports.is_empty() {
+                    r["ports"] = Value::Array(ports.iter().map(|p| admin_port(*p)).collect());
+                }
+                r
+            })
+            .collect(),
+    )
+}
+
+fn admin_rule_strategy() -> impl Strategy<Value = RawAdminRule> {
+    (
+        any::<u8>(),
+        prop::collection::vec(any::<u8>(), 0..3),
+        prop::collection::vec(any::<u8>(), 0..3),
+    )
+}
+
+/// (priority, subject, ingress, egress) of an ANP; the BANP ignores the priority.
+type RawAdmin = (u8, u8, Vec<RawAdminRule>, Vec<RawAdminRule>);
+
+fn admin_strategy() -> impl Strategy<Value = RawAdmin> {
+    (
+        0u8..4,
+        any::<u8>(),
+        prop::collection::vec(admin_rule_strategy(), 0..3),
+        prop::collection::vec(admin_rule_strategy(), 0..3),
+    )
+}
+
+fn subject(kind: u8) -> Value {
+    match kind % 3 {
+        0 => json!({"namespaces": selector(kind / 3)}),
+        1 => {
+            json!({"pods": {"namespaceSelector": selector(kind / 3), "podSelector": {"matchLabels": {"app": "a"}}}})
+        }
+        _ => json!({"pods": {"namespaceSelector": {}, "podSelector": {}}}),
+    }
+}
+
+fn add_admin(set: &mut PolicySet, anps: &[RawAdmin], banp: Option<&RawAdmin>) {
+    for (i, (priority, subj, ing, eg)) in anps.iter().enumerate() {
+        let p: weft_model::AdminNetworkPolicy = serde_json::from_value(json!({"metadata": {"name": format!("anp{i}")},
+            "spec": {"priority": priority, "subject": subject(*subj), "ingress": admin_rules(ing, true, false),
+                     "egress": admin_rules(eg, false, false)}}))
+        .expect("valid ANP");
+        p.validate("anp").expect("valid ANP");
+        set.admin.push(p);
+    }
+    if let Some((_, subj, ing, eg)) = banp {
+        let b: weft_model::BaselineAdminNetworkPolicy =
+            serde_json::from_value(json!({"metadata": {"name": "default"},
+            "spec": {"subject": subject(*subj), "ingress": admin_rules(ing, true, true),
+                     "egress": admin_rules(eg, false, true)}}))
+            .expect("valid BANP");
+        b.validate("default").expect("valid BANP");
+        set.baseline = Some(b);
+    }
+}
+
+fn check_every_flow(set: &PolicySet) -> Result<(), TestCaseError> {
+    let mut ends: Vec<Endpoint> = (0..set.pods.len()).map(Endpoint::Pod).collect();
+    ends.push(Endpoint::External(ip(2)));
+    ends.push(Endpoint::External(ip(200)));
+    ends.push(Endpoint::External(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1))));
+    for src in &ends {
+        for dst in &ends {
+            if matches!((src, dst), (Endpoint::External(_), Endpoint::External(_))) {
+                continue;
+            }
+            for (port, protocol) in [
+                (80, Protocol::Tcp),
+                (81, Protocol::Tcp),
+                (82, Protocol::Tcp),
+                (53, Protocol::Udp),
+                (80, Protocol::Udp),
+            ] {
+                let flow = Flow {
+                    src: src.clone(),
+                    dst: dst.clone(),
+                    port,
+                    protocol,
+                };
+                if let (Endpoint::External(a), _) | (_, Endpoint::External(a)) = (src, dst)
+                    && set.pods.iter().any(|p| p.ips.contains(a))
+                {
+                    continue;
+                }
+                prop_assert_eq!(
+                    compiled(set, &flow),
+                    set.evaluate(&flow).allowed(),
+                    "flow {:?} in {:?} / {:?} / {:?}",
+                    flow,
+                    set.policies,
+                    set.admin,
+                    set.baseline
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn rule_strategy() -> impl Strategy<Value = RawRule> {
@@ -212,6 +382,28 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// The same with AdminNetworkPolicies (tiers, Allow / Deny / Pass) and a
+    /// BaselineAdminNetworkPolicy on top of the NetworkPolicies.
+    #[test]
+    fn compiled_admin_rules_agree_with_evaluate(
+        pods in prop::collection::vec((any::<u8>(), any::<u8>(), prop_oneof![Just(80u16), Just(81u16)]), 1..6),
+        policies in prop::collection::vec(policy_strategy(), 0..3),
+        anps in prop::collection::vec(admin_strategy(), 0..4),
+        banp in prop::option::of(admin_strategy()),
+    ) {
+        let json: Vec<Value> = policies
+            .iter()
+            .enumerate()
+            .map(|(i, (ns, sel, types, ing, eg))| policy(i, *ns, *sel, *types, ing, eg))
+            .collect();
+        let mut set = world(&pods, json);
+        add_admin(&mut set, &anps, banp.as_ref());
+        check_every_flow(&set)?;
     }
 }
 

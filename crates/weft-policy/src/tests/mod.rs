@@ -300,3 +300,6 @@ fn empty_from_and_to_mean_everyone() {
     )]);
     expect(&set, 80, Protocol::Tcp, ALL);
 }
+
+#[cfg(test)]
+mod admin;
