@@ -50,6 +50,28 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Pause before retrying a reconcile that had failures (instead of the full resync).
 pub const FAILED_RETRY: Duration = Duration::from_secs(2);
 
+/// Outcome of the agent's last reconcile pass, saved in the state directory
+/// ([`crate::state_dir::APPLIED_FILE`]) after every pass. It closes the loop between
+/// "the controller has a new state" and "the kernel enforces it": the lab (`weft lab
+/// wait`) compares `revision` with the revision of the saved node state and that
+/// state with the controller's, and waits for `clean`, so tests wait for convergence
+/// instead of sleeping or probing until a timeout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedStatus {
+    /// Revision of the node state the pass programmed.
+    pub revision: u64,
+    /// Agent generation the pass covered (state and attachment changes).
+    pub generation: u64,
+    /// Every kernel change and the nftables table were applied.
+    pub clean: bool,
+    /// Fingerprint of the nftables table the pass left (`None`: no table).
+    pub nft_fingerprint: Option<String>,
+    /// Why the pass was not clean, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The agent's settings.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -141,6 +163,10 @@ struct Inner {
     warnings: Mutex<Vec<String>>,
     /// What the last pass left in the nftables table `inet weft`.
     nft_applied: Mutex<nft::Applied>,
+    /// The table the last pass left (to diff the next one against).
+    nft_previous: Mutex<Option<nft::NftTable>>,
+    /// The outcome of the last pass saved in the state directory.
+    last_applied: Mutex<Option<AppliedStatus>>,
 }
 
 /// The node agent. Cheap to clone (shared state).
@@ -213,6 +239,8 @@ impl Agent {
                 reconcile: tokio::sync::Mutex::new(None),
                 warnings: Mutex::new(Vec::new()),
                 nft_applied: Mutex::new(nft::Applied::Unknown),
+                nft_previous: Mutex::new(None),
+                last_applied: Mutex::new(None),
             }),
         })
     }
@@ -540,9 +568,6 @@ impl Agent {
         };
         match &result {
             Ok(report) => {
-                if report.nft_changed {
-                    tracing::info!(table = "inet weft", "nftables table rewritten");
-                }
                 if let Some(e) = &report.nft_error {
                     tracing::warn!(error = %e, "nftables table not applied; retrying later");
                 }
@@ -556,14 +581,56 @@ impl Agent {
             // A broken socket is reopened on the next pass.
             Err(_) => *handle_slot = None,
         }
+        let nft_fingerprint = match &*self.inner.nft_applied.lock().unwrap_or_else(|p| p.into_inner()) {
+            nft::Applied::Table(fp) => Some(fp.clone()),
+            _ => None,
+        };
+        self.save_applied(AppliedStatus {
+            revision: state.revision,
+            generation,
+            clean: result.as_ref().is_ok_and(ReconcileReport::is_clean),
+            nft_fingerprint,
+            error: match &result {
+                Ok(r) if r.is_clean() => None,
+                Ok(r) => Some(
+                    r.nft_error
+                        .clone()
+                        .unwrap_or_else(|| format!("{} kernel change(s) failed", r.failures.len())),
+                ),
+                Err(e) => Some(e.to_string()),
+            },
+        })
+        .await;
         self.inner
             .done
             .send_modify(|done| *done = (*done).max(generation));
         result
     }
 
+    /// Saves the outcome of a pass (logged, not fatal: it is for observers only);
+    /// a pass with the same outcome as the last saved one (a resync) writes nothing.
+    async fn save_applied(&self, status: AppliedStatus) {
+        {
+            let mut last = self.inner.last_applied.lock().unwrap_or_else(|p| p.into_inner());
+            if last.as_ref() == Some(&status) {
+                return;
+            }
+            *last = Some(status.clone());
+        }
+        let store = self.inner.store.clone();
+        let saved = tokio::task::spawn_blocking(move || store.save_applied(&status))
+            .await
+            .unwrap_or_else(|e| Err(join_as_io(e)));
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "cannot save the reconcile outcome");
+            // Written again by the next pass.
+            *self.inner.last_applied.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
     /// Brings the nftables table in line with `wanted` on a blocking thread in the
-    /// target namespace; the error as text, and what the live table is now known to be.
+    /// target namespace (element-only changes incrementally, [`nft::sync_incremental`]);
+    /// whether it wrote or the error as text, and what the live table is now known to be.
     async fn sync_nft(&self, wanted: Option<nft::NftTable>) -> (Result<bool, String>, nft::Applied) {
         let mut last = self
             .inner
@@ -571,26 +638,69 @@ impl Agent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let mut previous = self
+            .inner
+            .nft_previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let netns = self.inner.config.netns.clone();
         let joined = tokio::task::spawn_blocking(move || {
+            let mut pass = || {
+                let outcome = nft::sync_incremental(wanted.as_ref(), &mut last, &mut previous)
+                    .map_err(|e| e.to_string());
+                (outcome, last.clone(), previous.clone())
+            };
             let outcome = match &netns {
-                Some(path) => weft_cni::run_in_netns(path, || {
-                    let outcome = nft::sync(wanted.as_ref(), &mut last).map_err(|e| e.to_string());
-                    (outcome, last)
-                })
-                .map_err(|e| e.to_string()),
-                None => Ok((
-                    nft::sync(wanted.as_ref(), &mut last).map_err(|e| e.to_string()),
-                    last,
-                )),
+                Some(path) => weft_cni::run_in_netns(path, pass).map_err(|e| e.to_string()),
+                None => Ok(pass()),
             };
             match outcome {
-                Ok(pair) => pair,
-                Err(e) => (Err(e), nft::Applied::Unknown),
+                Ok(triple) => triple,
+                Err(e) => (Err(e), nft::Applied::Unknown, None),
             }
         })
         .await;
-        joined.unwrap_or_else(|e| (Err(format!("nftables worker failed: {e}")), nft::Applied::Unknown))
+        let (outcome, applied, previous) = joined.unwrap_or_else(|e| {
+            (
+                Err(format!("nftables worker failed: {e}")),
+                nft::Applied::Unknown,
+                None,
+            )
+        });
+        *self.inner.nft_previous.lock().unwrap_or_else(|p| p.into_inner()) = previous;
+        let outcome = outcome.map(|synced| {
+            match synced {
+                nft::Synced::Elements(commands) => {
+                    tracing::info!(table = "inet weft", commands, "nftables set elements updated")
+                }
+                nft::Synced::Rewritten => tracing::info!(table = "inet weft", "nftables table rewritten"),
+                nft::Synced::Removed => tracing::info!(table = "inet weft", "nftables table removed"),
+                nft::Synced::Unchanged => {}
+            }
+            synced != nft::Synced::Unchanged
+        });
+        (outcome, applied)
+    }
+
+    /// Drops the attachments whose host veth no longer exists in `sys_class_net` (the
+    /// node namespace's `/sys/class/net`) and saves the rest; how many were dropped.
+    /// For start-up, before [`Agent::serve_cni`]: see [`prune_vanished_veths`].
+    pub async fn prune_vanished_veths(&self, sys_class_net: &Path) -> usize {
+        let pruned = {
+            let mut data = self.data();
+            let before = data.attachments.len();
+            prune_vanished_veths(&mut data.attachments, sys_class_net);
+            before - data.attachments.len()
+        };
+        if pruned > 0 {
+            self.bump();
+            // Not fatal: the dropped entries only name devices that no longer exist.
+            if let Err(e) = self.persist_attachments().await {
+                tracing::warn!(error = %e, "cannot save the pruned attachments");
+            }
+        }
+        pruned
     }
 
     /// Waits until a reconcile pass covering `generation` has completed, at most
@@ -692,6 +802,32 @@ impl Agent {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+/// Drops the attachments whose host veth is gone from `sys_class_net` (the node
+/// namespace's `/sys/class/net`); true if any was dropped. For start-up, before the
+/// CNI socket serves (so no ADD races it): the plugin's DEL deletes the veth even when the agent is down
+/// (a DEL must not wait for a dead agent), so an agent that was stopped or killed
+/// while a pod was removed would otherwise keep its attachment (and the pod's rules)
+/// forever. Does nothing when `sys_class_net` has no `lo` (sysfs not mounted: no
+/// evidence either way).
+fn prune_vanished_veths(attachments: &mut Attachments, sys_class_net: &Path) -> bool {
+    if !sys_class_net.join("lo").exists() {
+        return false;
+    }
+    let before = attachments.len();
+    attachments.retain(|key, a| {
+        let present = sys_class_net.join(&a.host_if_name).exists();
+        if !present {
+            tracing::info!(
+                interface = %key,
+                host_if = %a.host_if_name,
+                "host veth gone while the agent was not running (missed CNI DEL); dropping the attachment"
+            );
+        }
+        present
+    });
+    attachments.len() != before
 }
 
 fn join_as_io(e: tokio::task::JoinError) -> StateDirError {

@@ -547,11 +547,16 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
     }
 
     // The tables' routes: local ones to the attached veth, remote ones into the tunnel.
+    // Routes imported over BGP name their VTEP by address and MAC: each distinct one is
+    // a pseudo-peer (`bgp:ADDRESS`) with its own link-local next hop and neighbour entry,
+    // exactly like a node of this cluster.
+    let externals = external_peers(state, &mut warnings);
     let next_hops = peer_next_hops(
         &state
             .peers
             .iter()
             .filter(|p| p.node != state.node)
+            .chain(externals.iter())
             .cloned()
             .collect::<Vec<_>>(),
     );
@@ -570,6 +575,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                     state,
                     host_ifs: &host_ifs,
                     next_hops: &next_hops,
+                    externals: &externals,
                 },
                 &mut used_peers,
             );
@@ -619,6 +625,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                     state,
                     host_ifs: &host_ifs,
                     next_hops: &next_hops,
+                    externals: &externals,
                 },
                 &mut used_peers,
             );
@@ -626,7 +633,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
     }
 
     // One permanent neighbour per peer a route uses.
-    for peer in &state.peers {
+    for peer in state.peers.iter().chain(externals.iter()) {
         if !used_peers.contains(peer.node.as_str()) {
             continue;
         }
@@ -652,6 +659,56 @@ struct RouteContext<'a> {
     state: &'a NodeState,
     host_ifs: &'a BTreeMap<String, String>,
     next_hops: &'a BTreeMap<String, Ipv4Addr>,
+    /// Pseudo-peers of the VTEPs of routes imported over BGP ([`external_peers`]).
+    externals: &'a [VtepPeer],
+}
+
+/// Name of the pseudo-peer standing for an external VTEP (node names never contain ':').
+pub fn external_peer_name(address: IpAddr) -> String {
+    format!("bgp:{address}")
+}
+
+/// One pseudo-peer per distinct external VTEP address used by a route of `state`
+/// (`NextHop::External`), sorted by address. An address announced with two MACs keeps
+/// the first (in route order) and warns; the node's own address is skipped with a warning.
+pub fn external_peers(state: &NodeState, warnings: &mut Vec<String>) -> Vec<VtepPeer> {
+    let mut found: BTreeMap<IpAddr, MacAddr> = BTreeMap::new();
+    let routes = state
+        .networks
+        .iter()
+        .flat_map(|n| n.routes.iter())
+        .chain(state.service_routes.iter());
+    for route in routes {
+        if let NextHop::External {
+            address, vtep_mac, ..
+        } = &route.next_hop
+        {
+            if Some(*address) == state.underlay_ip {
+                warnings.push(format!(
+                    "{}: imported next hop {address} is this node's own address; skipped",
+                    route.prefix
+                ));
+                continue;
+            }
+            match found.get(address) {
+                Some(mac) if mac != vtep_mac => warnings.push(format!(
+                    "external VTEP {address} is announced with MACs {mac} and {vtep_mac}; using {mac}"
+                )),
+                Some(_) => {}
+                None => {
+                    found.insert(*address, *vtep_mac);
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(address, mac)| VtepPeer {
+            node: external_peer_name(address),
+            underlay_ip: address,
+            vtep_mac: mac,
+        })
+        .collect()
 }
 
 /// Renders one route of the state into `table`: a local one to the attached veth, a
@@ -679,7 +736,36 @@ fn render_route<'a>(
             )),
         },
         NextHop::Remote { node, vni } => {
-            let peer = ctx.state.peers.iter().find(|p| &p.node == node);
+            render_tunnel(out, warnings, table, dst, node, *vni, ctx, used_peers);
+        }
+        NextHop::External { address, vni, .. } => {
+            let node = external_peer_name(*address);
+            render_tunnel(out, warnings, table, dst, &node, *vni, ctx, used_peers);
+        }
+    }
+}
+
+/// Renders a route into the tunnel towards peer `node` (a node of this cluster, or an
+/// external VTEP's pseudo-peer), recording the peer in `used_peers`.
+#[allow(clippy::too_many_arguments)]
+fn render_tunnel<'a>(
+    out: &mut KernelState,
+    warnings: &mut Vec<String>,
+    table: u32,
+    dst: IpNet,
+    node: &str,
+    vni: weft_model::Vni,
+    ctx: &RouteContext<'a>,
+    used_peers: &mut BTreeSet<&'a str>,
+) {
+    {
+        {
+            let peer = ctx
+                .state
+                .peers
+                .iter()
+                .chain(ctx.externals.iter())
+                .find(|p| p.node == node);
             let (Some(peer), Some(hop)) = (peer, ctx.next_hops.get(node)) else {
                 warnings.push(format!(
                     "table {table}: {dst} is on node {node}, which is not among the peers; skipped"

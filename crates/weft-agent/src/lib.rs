@@ -38,7 +38,7 @@ pub mod nft;
 pub mod state_dir;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -58,7 +58,8 @@ pub struct AgentArgs {
     /// This node's name (the Kubernetes Node name): whose state to program.
     #[arg(long, env = "WEFT_NODE")]
     pub node: String,
-    /// The controller: `http://HOST:PORT` or `unix:/path/to/socket`.
+    /// The controller: `http://HOST:PORT` or `unix:/path/to/socket`; HA replicas as a
+    /// comma-separated list (the agent follows whichever answers).
     #[arg(long, env = "WEFT_CONTROLLER")]
     pub controller: String,
     /// Unix socket the CNI plugin calls (its `agentSocket`).
@@ -80,7 +81,7 @@ pub struct AgentArgs {
 /// the CNI socket, follows the controller. On exit the kernel is left as it is, so pods
 /// keep forwarding while the agent restarts.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let client = weft_api::node_client::NodeStateClient::new(&args.controller)
+    let client = watch::ControllerList::parse(&args.controller)
         .with_context(|| format!("invalid --controller {:?}", args.controller))?;
     let agent = Agent::open(AgentConfig {
         node: args.node.clone(),
@@ -90,6 +91,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         attach_wait: agent::ATTACH_WAIT,
     })
     .context("starting the agent")?;
+    // Pods removed while the agent was down lost their veth (DEL does not wait for a
+    // dead agent) but not their attachment; sysfs shows this namespace's links only
+    // when the agent runs in it (not with --netns).
+    if args.netns.is_none() {
+        agent.prune_vanished_veths(Path::new("/sys/class/net")).await;
+    }
     tracing::info!(
         node = %args.node,
         controller = %args.controller,

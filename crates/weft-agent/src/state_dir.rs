@@ -24,6 +24,11 @@ pub const NODE_STATE_FILE: &str = "node-state.json";
 /// File holding the [`Attachments`].
 pub const ATTACHMENTS_FILE: &str = "attachments.json";
 
+/// File holding the agent's last reconcile outcome ([`crate::agent::AppliedStatus`]):
+/// which state revision the kernel was last programmed from, so tools (the lab, tests)
+/// can wait until a change is in the kernel instead of sleeping.
+pub const APPLIED_FILE: &str = "applied.json";
+
 /// A state-directory operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
@@ -88,6 +93,16 @@ impl StateDir {
     /// Saves the attachments atomically.
     pub fn save_attachments(&self, attachments: &Attachments) -> Result<(), StateDirError> {
         self.save(ATTACHMENTS_FILE, attachments)
+    }
+
+    /// Saves the outcome of the last reconcile pass atomically.
+    pub fn save_applied(&self, status: &crate::agent::AppliedStatus) -> Result<(), StateDirError> {
+        self.save(APPLIED_FILE, status)
+    }
+
+    /// The outcome of the last reconcile pass, if one was saved.
+    pub fn load_applied(&self) -> Result<Option<crate::agent::AppliedStatus>, StateDirError> {
+        self.load(APPLIED_FILE)
     }
 
     fn load<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StateDirError> {

@@ -8,6 +8,21 @@ use weft_model::config::EffectiveConfig;
 
 use crate::types::{ApplyReport, ApplyRequest, ConsistencyReport, ControllerStatus, ErrorBody};
 
+/// `e` and, when it differs, its innermost source (e.g. "Connection refused"), which
+/// the HTTP client's own message ("error sending request for url …") leaves out.
+fn with_root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut root = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (text, cause) = (e.to_string(), root.to_string());
+    if std::ptr::addr_eq(root, e) || text.contains(&cause) {
+        text
+    } else {
+        format!("{text}: {cause}")
+    }
+}
+
 /// Errors talking to the controller.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -65,15 +80,28 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `base` (e.g. `http://127.0.0.1:7470`).
     pub fn new(base: &str) -> Self {
+        ApiClient::with_token(base, crate::auth::default_token().as_deref())
+    }
+
+    /// A client for `base` that sends `Authorization: Bearer token` (when `Some`) on every
+    /// request; [`ApiClient::new`] uses [`crate::auth::default_token`].
+    pub fn with_token(base: &str, token: Option<&str>) -> Self {
         let base = if base.contains("://") {
             base.trim_end_matches('/').to_string()
         } else {
             format!("http://{}", base.trim_end_matches('/'))
         };
-        ApiClient {
-            base,
-            http: reqwest::Client::new(),
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) =
+            token.and_then(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap_or_default();
+        ApiClient { base, http }
     }
 
     /// The controller URL.
@@ -88,7 +116,7 @@ impl ApiClient {
     ) -> Result<T, ClientError> {
         let resp = resp.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
-            reason: e.to_string(),
+            reason: with_root_cause(&e),
         })?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| ClientError::Unreachable {
@@ -154,6 +182,22 @@ impl ApiClient {
             .send()
             .await;
         self.decode("explain", resp).await
+    }
+
+    /// The BGP speaker and its peers (`weft bgp peers`).
+    pub async fn bgp_peers(&self) -> Result<crate::bgp::BgpPeersReport, ClientError> {
+        self.get("/v1/bgp/peers").await
+    }
+
+    /// One network's routes: this cluster's endpoints and what BGP imported (`weft routes NETWORK`).
+    pub async fn network_routes(&self, network: &str) -> Result<crate::bgp::NetworkRoutes, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/bgp/routes", self.base))
+            .query(&[("network", network)])
+            .send()
+            .await;
+        self.decode("network routes", resp).await
     }
 
     /// Controller status.

@@ -39,6 +39,13 @@ use crate::types::{
 pub const INPUT_PREFIX: &str = "inputs/";
 /// Prefix of stored derived objects.
 pub const DERIVED_PREFIX: &str = "derived/";
+/// Key every controller commit rewrites, guarded on its mod revision: with several controller
+/// replicas on one (etcd) store, a commit computed from a translator that missed another
+/// replica's commit fails with a conflict instead of, say, handing out an address twice; the
+/// replica then reloads and retries. See README "High availability".
+pub const WRITER_KEY: &str = "controller/writer";
+/// How often [`Controller::apply`] retries after losing a race with another replica.
+const MAX_CONFLICT_RETRIES: usize = 20;
 
 /// Errors of the controller runtime.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +79,12 @@ struct KubeState {
 /// What the route compiler reads, copied out of the translator once per revision and
 /// shared by every node's computation at that revision.
 #[derive(Debug)]
-struct RoutingInputs {
+pub(crate) struct RoutingInputs {
     revision: u64,
-    networks: Vec<VirtualNetworkRecord>,
-    interfaces: Vec<InterfaceAttachment>,
-    services: Vec<ServiceRecord>,
-    nodes: Vec<Node>,
+    pub(crate) networks: Vec<VirtualNetworkRecord>,
+    pub(crate) interfaces: Vec<InterfaceAttachment>,
+    pub(crate) services: Vec<ServiceRecord>,
+    pub(crate) nodes: Vec<Node>,
     /// Pods, namespaces and NetworkPolicies, for the policy compiler.
     policy_set: weft_policy::PolicySet,
 }
@@ -95,6 +102,64 @@ pub struct Controller {
     closing: watch::Sender<bool>,
     /// Routing inputs at the latest revision (rebuilt lazily after a commit).
     routing: std::sync::Mutex<Option<Arc<RoutingInputs>>>,
+    /// The BGP speaker's state shared with the API ([`crate::bgp`]), including the
+    /// routes imported into local networks that every node state gets.
+    bgp: std::sync::Mutex<crate::bgp::BgpShared>,
+    /// Mod revision of [`WRITER_KEY`] the translator's contents correspond to (the guard of
+    /// the next commit); changed under the translator lock only.
+    writer: std::sync::atomic::AtomicU64,
+    /// Node watches (agents) open on this replica, by node, for `status()`.
+    agents: std::sync::Mutex<BTreeMap<String, AgentLink>>,
+    /// When this controller started (for "no agent connected since …").
+    started: std::time::Instant,
+}
+
+/// The agent links of one node as this replica sees them (its node watch streams).
+#[derive(Debug, Clone, Copy)]
+struct AgentLink {
+    /// Open watch streams for the node.
+    watches: usize,
+    /// When the count last went from 0 to 1 or from 1 to 0.
+    since: std::time::Instant,
+}
+
+/// Held by a node watch stream while it is open; tells the controller when the agent
+/// goes away (dropped with the stream: a client that disconnects or dies).
+pub struct AgentWatchGuard {
+    controller: Arc<Controller>,
+    node: String,
+}
+
+impl Drop for AgentWatchGuard {
+    fn drop(&mut self) {
+        if let Ok(mut agents) = self.controller.agents.lock()
+            && let Some(link) = agents.get_mut(&self.node)
+        {
+            link.watches = link.watches.saturating_sub(1);
+            if link.watches == 0 {
+                link.since = std::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// [`load`], plus the mod revision of [`WRITER_KEY`] read BEFORE the state: if another
+/// replica commits in between, the state is newer than the guard and the next commit
+/// conflicts and reloads (never the reverse).
+async fn load_guarded(store: &dyn ConfigStore) -> Result<(Translator, Vec<String>, u64), ControllerError> {
+    let writer = store.get(WRITER_KEY).await?.map_or(0, |kv| kv.mod_revision);
+    let (t, notes) = load(store).await?;
+    Ok((t, notes, writer))
+}
+
+/// Adds the replica guard to a non-empty commit.
+fn guard_writer(txn: &mut Txn, writer: u64) {
+    txn.push_guard(WRITER_KEY, writer);
+    txn.push_put(WRITER_KEY, b"{}".to_vec());
+}
+
+fn is_conflict(e: &ControllerError) -> bool {
+    matches!(e, ControllerError::Store(StoreError::Conflict { .. }))
 }
 
 /// Loads inputs and derived objects from the store into a fresh translator.
@@ -157,23 +222,32 @@ impl Controller {
     /// Opens the controller on a store: loads what is stored, repairs anything
     /// inconsistent (recomputing it), and writes the repair in one transaction.
     pub async fn open(store: Arc<dyn ConfigStore>, store_name: &str) -> Result<Arc<Self>, ControllerError> {
-        let (mut translator, notes) = load(store.as_ref()).await?;
-        for note in &notes {
-            tracing::warn!(note = %note, "store repair");
-        }
-        let changes = translator.flush();
-        let revision = if changes.is_empty() {
-            store.revision().await?
-        } else {
+        let mut attempt = 0;
+        let (translator, revision, writer) = loop {
+            let (mut translator, notes, writer) = load_guarded(store.as_ref()).await?;
+            for note in &notes {
+                tracing::warn!(note = %note, "store repair");
+            }
+            let changes = translator.flush();
+            if changes.is_empty() {
+                break (translator, store.revision().await?, writer);
+            }
             let mut txn = Txn::default();
             derived_ops(&mut txn, &changes);
-            let revision = store.commit(txn).await?;
-            tracing::info!(
-                changes = changes.len(),
-                revision,
-                "resynchronised derived objects at start-up"
-            );
-            revision
+            guard_writer(&mut txn, writer);
+            match store.commit(txn).await {
+                Ok(revision) => {
+                    tracing::info!(
+                        changes = changes.len(),
+                        revision,
+                        "resynchronised derived objects at start-up"
+                    );
+                    break (translator, revision, revision);
+                }
+                // Another replica wrote meanwhile: load again.
+                Err(StoreError::Conflict { .. }) if attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
+            }
         };
         Ok(Arc::new(Controller {
             store,
@@ -183,6 +257,10 @@ impl Controller {
             commits: watch::Sender::new(revision),
             closing: watch::Sender::new(false),
             routing: std::sync::Mutex::new(None),
+            bgp: std::sync::Mutex::new(crate::bgp::BgpShared::default()),
+            writer: std::sync::atomic::AtomicU64::new(writer),
+            agents: std::sync::Mutex::new(BTreeMap::new()),
+            started: std::time::Instant::now(),
         }))
     }
 
@@ -211,18 +289,32 @@ impl Controller {
         if txn.ops.is_empty() {
             return Ok(self.store.revision().await?);
         }
+        guard_writer(&mut txn, self.writer.load(std::sync::atomic::Ordering::SeqCst));
         match self.store.commit(txn).await {
             Ok(rev) => {
+                self.writer.store(rev, std::sync::atomic::Ordering::SeqCst);
                 // Still under the translator lock: readers see the new contents and the
                 // new revision together.
                 self.commits.send_replace(rev);
                 Ok(rev)
             }
             Err(e) => {
-                tracing::error!(error = %e, "store write failed; reloading state from the store");
-                if let Ok((fresh, _)) = load(self.store.as_ref()).await {
+                if matches!(e, StoreError::Conflict { .. }) {
+                    tracing::info!("another controller replica committed first; reloading and retrying");
+                } else {
+                    tracing::error!(error = %e, "store write failed; reloading state from the store");
+                }
+                if let Ok((fresh, _, writer)) = load_guarded(self.store.as_ref()).await {
                     *t = fresh;
                     let _ = t.flush();
+                    self.writer.store(writer, std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(revision) = self.store.revision().await {
+                        self.commits.send_if_modified(|r| {
+                            let newer = revision > *r;
+                            *r = (*r).max(revision);
+                            newer
+                        });
+                    }
                 }
                 Err(e.into())
             }
@@ -231,7 +323,20 @@ impl Controller {
 
     /// Applies (or deletes) manifest documents. Each document gets its own result; valid
     /// documents take effect even when others in the same request are refused.
+    ///
+    /// With several replicas on one store, a commit that lost the race to another replica
+    /// is recomputed on the reloaded state and retried.
     pub async fn apply(&self, request: ApplyRequest, delete: bool) -> Result<ApplyReport, ControllerError> {
+        let mut attempt = 0;
+        loop {
+            match self.apply_once(request.clone(), delete).await {
+                Err(e) if is_conflict(&e) && attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&self, request: ApplyRequest, delete: bool) -> Result<ApplyReport, ControllerError> {
         let default_ns = request.namespace.clone().unwrap_or_else(|| "default".into());
         let mut results: Vec<DocumentResult> = request
             .documents
@@ -293,8 +398,19 @@ impl Controller {
         Ok(ApplyReport { results, revision })
     }
 
-    /// Applies a batch of events from the Kubernetes watch.
+    /// Applies a batch of events from the Kubernetes watch (retried like [`Controller::apply`]
+    /// when another replica committed first).
     pub async fn ingest_kube(&self, events: Vec<KubeEvent>) -> Result<u64, ControllerError> {
+        let mut attempt = 0;
+        loop {
+            match self.ingest_kube_once(events.clone()).await {
+                Err(e) if is_conflict(&e) && attempt < MAX_CONFLICT_RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn ingest_kube_once(&self, events: Vec<KubeEvent>) -> Result<u64, ControllerError> {
         let mut t = self.translator.lock().await;
         let mut touched = BTreeSet::new();
         let apply = |t: &mut Translator, change: InputChange, touched: &mut BTreeSet<InputKey>| {
@@ -380,6 +496,65 @@ impl Controller {
         }
     }
 
+    /// Follows commits made by OTHER controller replicas sharing the store (HA on etcd):
+    /// watches the store and, when it moves past this replica's own last commit, reloads the
+    /// translator and publishes the new revision (so node watches and reads catch up).
+    /// Runs until the store closes; harmless (idle) with a single controller.
+    pub async fn follow_store(self: Arc<Self>) {
+        use futures::StreamExt;
+        loop {
+            let after = self.revision();
+            let mut stream = match self.store.watch("", after).await {
+                Ok(stream) => stream,
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow the store; reloading and retrying");
+                    self.resync().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(event) if event.revision <= self.revision() => {} // ours, or loaded
+                    Ok(_) => {
+                        // Let the rest of a burst land, then reload once.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        self.resync().await;
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store watch ended; reloading");
+                        self.resync().await;
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reloads the translator from the store if the store is ahead of it.
+    async fn resync(&self) {
+        let mut t = self.translator.lock().await;
+        let Ok(head) = self.store.revision().await else {
+            return;
+        };
+        if head <= self.revision() {
+            return;
+        }
+        match load_guarded(self.store.as_ref()).await {
+            Ok((fresh, _, writer)) => {
+                *t = fresh;
+                let _ = t.flush();
+                self.writer.store(writer, std::sync::atomic::Ordering::SeqCst);
+                self.commits.send_replace(head);
+                tracing::debug!(revision = head, "reloaded state written by another replica");
+            }
+            Err(e) => tracing::warn!(error = %e, "reloading the state from the store failed"),
+        }
+    }
+
     /// Cluster settings in force.
     pub async fn config(&self) -> EffectiveConfig {
         self.translator.lock().await.config().clone()
@@ -441,7 +616,41 @@ impl Controller {
         );
         state.policies =
             weft_routing::policy::compile_node_policies(node, &inputs.policy_set, &inputs.interfaces);
+        let imported = self.with_bgp(|b| b.imported.clone());
+        if !imported.is_empty() {
+            weft_routing::add_imported_routes(&mut state, &imported);
+        }
         state
+    }
+
+    /// Runs `f` on the BGP state shared between the speaker task and the API.
+    pub fn with_bgp<T>(&self, f: impl FnOnce(&mut crate::bgp::BgpShared) -> T) -> T {
+        let mut guard = self.bgp.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Replaces the routes imported over BGP (and the per-peer accepted counts). When
+    /// the routes changed, node watches are woken (as by a commit, with the revision
+    /// unchanged) so agents get the new tables.
+    pub fn set_imported(&self, routes: Vec<weft_model::ImportedRoute>, accepted: BTreeMap<String, usize>) {
+        let changed = self.with_bgp(|b| {
+            b.accepted = accepted;
+            if *b.imported != routes {
+                b.imported = Arc::new(routes);
+                true
+            } else {
+                false
+            }
+        });
+        if changed {
+            self.commits.send_modify(|_| {});
+        }
+    }
+
+    /// The route compiler's inputs at the latest revision (networks, interfaces,
+    /// services, Nodes), for the BGP exports and `weft routes NETWORK`.
+    pub(crate) async fn bgp_inputs(&self) -> Arc<RoutingInputs> {
+        self.routing_inputs().await
     }
 
     /// The route compiler's inputs at the latest revision, copied out of the translator
@@ -478,16 +687,26 @@ impl Controller {
             })
             .collect();
         let (mut pods, mut namespaces, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut admin, mut baseline) = (Vec::new(), Vec::new());
         for o in t.inputs() {
             match o {
                 InputObject::Pod(p) => pods.push(p.as_ref().clone()),
                 InputObject::Namespace(n) => namespaces.push(n.as_ref().clone()),
                 InputObject::NetworkPolicy(p) => policies.push(p.as_ref().clone()),
+                InputObject::AdminNetworkPolicy(p) => admin.push(p.as_ref().clone()),
+                InputObject::BaselineAdminNetworkPolicy(p) => baseline.push(p.as_ref().clone()),
                 _ => {}
             }
         }
         drop(t);
-        let policy_set = weft_routing::policy::policy_set(&pods, &namespaces, &policies, &interfaces);
+        let policy_set = weft_routing::policy::policy_set_with_admin(
+            &pods,
+            &namespaces,
+            &policies,
+            &admin,
+            &baseline,
+            &interfaces,
+        );
         let fresh = Arc::new(RoutingInputs {
             revision,
             networks,
@@ -507,6 +726,69 @@ impl Controller {
     fn cached_routing(&self, revision: u64) -> Option<Arc<RoutingInputs>> {
         let slot = self.routing.lock().ok()?;
         slot.as_ref().filter(|r| r.revision == revision).cloned()
+    }
+
+    /// Records an open node watch (an agent following its state); the link counts as
+    /// gone when the returned guard is dropped. Feeds the `agent <node>` lines of
+    /// [`Controller::status`].
+    pub fn agent_watch_started(self: &Arc<Self>, node: &str) -> AgentWatchGuard {
+        if let Ok(mut agents) = self.agents.lock() {
+            let now = std::time::Instant::now();
+            let link = agents.entry(node.to_string()).or_insert(AgentLink {
+                watches: 0,
+                since: now,
+            });
+            if link.watches == 0 {
+                link.since = now;
+            }
+            link.watches += 1;
+        }
+        AgentWatchGuard {
+            controller: Arc::clone(self),
+            node: node.to_string(),
+        }
+    }
+
+    /// One `agent <node>` component per Node object: ready while its agent watches the
+    /// node's state here; otherwise since when it is not connected and what it waits for.
+    fn agent_components(&self, nodes: &[String], pods_on: &BTreeMap<String, usize>) -> Vec<ComponentStatus> {
+        let agents = self.agents.lock().map(|a| a.clone()).unwrap_or_default();
+        nodes
+            .iter()
+            .map(|node| {
+                let pods = pods_on.get(node).copied().unwrap_or(0);
+                let (state, reason) = match agents.get(node) {
+                    Some(l) if l.watches > 0 => (
+                        "ready",
+                        format!("connected for {} s (watching its node state)", l.since.elapsed().as_secs()),
+                    ),
+                    Some(l) => (
+                        "waiting",
+                        format!(
+                            "not connected since {} s (its node watch ended: agent stopped, crashed or cut off; the node forwards with its last state); waiting for the agent to reconnect",
+                            l.since.elapsed().as_secs()
+                        ),
+                    ),
+                    None => (
+                        "waiting",
+                        format!(
+                            "not connected since {} s (no agent has watched node {node} on this controller since it started); waiting for `weft agent --node {node}` to connect",
+                            self.started.elapsed().as_secs()
+                        ),
+                    ),
+                };
+                let reason = if state != "ready" && pods > 0 {
+                    format!("{reason}; {pods} pod(s) scheduled there wait for it (CNI ADD fails until it runs)")
+                } else {
+                    reason
+                };
+                ComponentStatus {
+                    component: format!("agent {node}"),
+                    state: state.into(),
+                    reason,
+                }
+            })
+            .collect()
     }
 
     /// Every component's state, with reasons.
@@ -570,6 +852,28 @@ impl Controller {
                 reason,
             });
         }
+        let (bgp_state, bgp_reason) = self.with_bgp(|b| (b.state.clone(), b.reason.clone()));
+        if !bgp_state.is_empty() && bgp_state != "disabled" {
+            components.push(ComponentStatus {
+                component: "bgp".into(),
+                state: bgp_state,
+                reason: bgp_reason,
+            });
+        }
+        let node_names: Vec<String> = t
+            .inputs()
+            .filter(|o| matches!(o, InputObject::Node(_)))
+            .map(|o| o.key().name)
+            .collect();
+        let mut pods_on: BTreeMap<String, usize> = BTreeMap::new();
+        for o in t.inputs() {
+            if let InputObject::Pod(p) = o
+                && let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
+            {
+                *pods_on.entry(node).or_default() += 1;
+            }
+        }
+        components.extend(self.agent_components(&node_names, &pods_on));
         let mut inputs: BTreeMap<String, usize> = BTreeMap::new();
         for o in t.inputs() {
             *inputs.entry(o.kind().plural().to_string()).or_default() += 1;
@@ -810,5 +1114,48 @@ mod tests {
                 .problems
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn status_names_each_node_agent_and_why_it_is_not_ready() {
+        let store: Arc<dyn ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store, "memory").await.expect("open");
+        let node = obj(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}));
+        c.ingest_kube(vec![KubeEvent::Change(InputChange::Upsert(node))])
+            .await
+            .expect("ingest");
+        let agent = |s: &ControllerStatus| {
+            s.components
+                .iter()
+                .find(|x| x.component == "agent n1")
+                .cloned()
+                .expect("agent n1 component")
+        };
+        let never = agent(&c.status().await);
+        assert_eq!(never.state, "waiting");
+        assert!(never.reason.contains("not connected since"), "{}", never.reason);
+        assert!(never.reason.contains("weft agent --node n1"), "{}", never.reason);
+        let pod = obj(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                             "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}),
+        );
+        c.ingest_kube(vec![KubeEvent::Change(InputChange::Upsert(pod))])
+            .await
+            .expect("ingest");
+        let waiting = agent(&c.status().await);
+        assert!(
+            waiting.reason.contains("1 pod(s) scheduled there"),
+            "{}",
+            waiting.reason
+        );
+        let first = c.agent_watch_started("n1");
+        let second = c.agent_watch_started("n1");
+        assert_eq!(agent(&c.status().await).state, "ready");
+        drop(first);
+        assert_eq!(agent(&c.status().await).state, "ready", "one watch is still open");
+        drop(second);
+        let gone = agent(&c.status().await);
+        assert_eq!(gone.state, "waiting");
+        assert!(gone.reason.contains("watch ended"), "{}", gone.reason);
     }
 }

@@ -20,6 +20,8 @@
 //! `/v1/nodes/{node}/watch` (TCP, and a Unix socket for agents in other network
 //! namespaces), and [`node_client`] is the agents' client of that stream.
 
+pub mod auth;
+pub mod bgp;
 pub mod client;
 pub mod controller;
 pub mod explain;

@@ -55,6 +55,8 @@ pub struct NodeStateClient {
     url: String,
     target: Target,
     idle_timeout: Duration,
+    /// Sent as `Authorization: Bearer …` when the controller requires a token.
+    token: Option<String>,
 }
 
 /// Aborts the task driving the HTTP connection when the request is done with.
@@ -137,12 +139,20 @@ impl NodeStateClient {
             url: trimmed.to_string(),
             target,
             idle_timeout: WATCH_IDLE_TIMEOUT,
+            token: crate::auth::default_token(),
         })
     }
 
     /// The same client with another watch idle timeout (tests use a short one).
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// The same client sending this bearer token (`None`: none); [`NodeStateClient::new`]
+    /// uses [`crate::auth::default_token`].
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
         self
     }
 
@@ -189,9 +199,13 @@ impl NodeStateClient {
             Target::Tcp(addr) => addr.as_str(),
             Target::Unix(_) => "localhost",
         };
-        let request = hyper::Request::get(path)
+        let mut request = hyper::Request::get(path)
             .header(header::HOST, host)
-            .header(header::ACCEPT, accept)
+            .header(header::ACCEPT, accept);
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| ClientError::InvalidUrl {
                 url: format!("{}{path}", self.url),

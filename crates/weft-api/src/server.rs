@@ -13,6 +13,8 @@
 //! | GET | `/v1/nodes/{node}/state` | the node's [`NodeState`] |
 //! | GET | `/v1/nodes/{node}/watch?after=REV` | NDJSON stream of [`NodeWatchLine`]s (agents) |
 //! | GET | `/v1/routes/{node}` | the node's tables as text ([`weft_routing::render_routes`]) |
+//! | GET | `/v1/bgp/peers` | [`BgpPeersReport`](crate::bgp::BgpPeersReport): the speaker and its peers |
+//! | GET | `/v1/bgp/routes?network=` | [`NetworkRoutes`](crate::bgp::NetworkRoutes): a network's local and imported routes |
 //!
 //! The node watch is how agents get their state (data flow: commit → revision on
 //! [`Controller::subscribe_commits`] → recompute the node's state → send it if its
@@ -141,6 +143,8 @@ struct NodeWatch {
     /// Content of the last state sent (or that the client already had), revision zeroed.
     last: Option<NodeState>,
     heartbeat: tokio::time::Interval,
+    /// Marks the node's agent connected while this stream lives (`weft status`).
+    _agent: crate::controller::AgentWatchGuard,
 }
 
 fn without_revision(state: &NodeState) -> NodeState {
@@ -168,7 +172,14 @@ impl NodeWatch {
             self.last = Some(without_revision(&state));
             // A revision below `after` means the client saw another store's history
             // (e.g. a controller restarted on a fresh store): resend as well.
-            if after == 0 || state.revision != after {
+            // Routes imported over BGP change without a new revision: a client that
+            // reconnects with the same revision may have missed them, so resend.
+            let imported = state.networks.iter().any(|n| {
+                n.routes
+                    .iter()
+                    .any(|r| matches!(r.next_hop, weft_model::node::NextHop::External { .. }))
+            });
+            if after == 0 || state.revision != after || imported {
                 return ndjson(&NodeWatchLine::State(state)).ok();
             }
         }
@@ -207,6 +218,7 @@ fn node_watch(controller: Arc<Controller>, node: String, after: u64, heartbeat: 
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watch = NodeWatch {
+        _agent: controller.agent_watch_started(&node),
         closing: controller.subscribe_closing(),
         controller,
         node,
@@ -227,6 +239,22 @@ fn node_watch(controller: Arc<Controller>, node: String, after: u64, heartbeat: 
         Body::from_stream(lines),
     )
         .into_response()
+}
+
+async fn bgp_peers(State(c): State<Arc<Controller>>) -> Response {
+    Json(crate::bgp::peers_report(&c).await).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct NetworkQuery {
+    network: String,
+}
+
+async fn bgp_routes(State(c): State<Arc<Controller>>, Query(q): Query<NetworkQuery>) -> Response {
+    match crate::bgp::network_routes(&c, &q.network).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
 }
 
 async fn explain(
@@ -269,6 +297,8 @@ pub fn router_with_heartbeat(controller: Arc<Controller>, heartbeat: Duration) -
             ),
         )
         .route("/v1/routes/{node}", get(node_routes))
+        .route("/v1/bgp/peers", get(bgp_peers))
+        .route("/v1/bgp/routes", get(bgp_routes))
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(controller)
 }
@@ -307,6 +337,45 @@ pub async fn serve_unix(
 ) -> std::io::Result<()> {
     let shutdown = closing_streams(&controller, shutdown);
     axum::serve(listener, router(controller))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`router`] guarded by [`crate::auth::require_token`] when `token` is `Some` (writes and
+/// node-state reads need `Authorization: Bearer TOKEN`); plain [`router`] otherwise.
+pub fn router_with_auth(controller: Arc<Controller>, token: Option<Arc<str>>) -> Router {
+    let router = router(controller);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+            token,
+            crate::auth::require_token,
+        )),
+        None => router,
+    }
+}
+
+/// [`serve`] with [`router_with_auth`].
+pub async fn serve_with_auth(
+    controller: Arc<Controller>,
+    listener: tokio::net::TcpListener,
+    token: Option<Arc<str>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = closing_streams(&controller, shutdown);
+    axum::serve(listener, router_with_auth(controller, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`serve_unix`] with [`router_with_auth`].
+pub async fn serve_unix_with_auth(
+    controller: Arc<Controller>,
+    listener: tokio::net::UnixListener,
+    token: Option<Arc<str>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = closing_streams(&controller, shutdown);
+    axum::serve(listener, router_with_auth(controller, token))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1,5 +1,8 @@
 //! `weft bench`: measured figures for the closing notes (never asserted in tests).
 //!
+//! - `policy`: NetworkPolicy + AdminNetworkPolicy + baseline compilation for every
+//!   pod of a synthetic cluster (weft-routing `policy::synthetic`) — wall time per run,
+//!   RSS before and peak RSS during each run.
 //! - `translate`: translation + IPAM of a synthetic cluster in memory — wall time and
 //!   peak RSS of this process.
 //! - `apply`: the same cluster through the HTTP API into a controller with the embedded
@@ -38,10 +41,32 @@ struct Shape {
     services: usize,
 }
 
+#[derive(Debug, Args, Clone)]
+struct PolicyShape {
+    /// Pods.
+    #[arg(long, default_value_t = 10_000)]
+    pods: usize,
+    /// Namespaces.
+    #[arg(long, default_value_t = 1_000)]
+    namespaces: usize,
+    /// NetworkPolicies.
+    #[arg(long, default_value_t = 1_000)]
+    policies: usize,
+    /// AdminNetworkPolicies (plus a BaselineAdminNetworkPolicy when non-zero).
+    #[arg(long, default_value_t = 20)]
+    admin: usize,
+    /// Compile runs (the time of each is printed).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
 #[derive(Debug, Subcommand)]
 enum BenchKind {
     /// Translation + IPAM in memory.
     Translate(Shape),
+    /// Policy compilation (NetworkPolicy, AdminNetworkPolicy, baseline) for every pod
+    /// of a synthetic cluster, in memory.
+    Policy(PolicyShape),
     /// Apply through the HTTP API into a controller on the embedded store.
     Apply {
         #[command(flatten)]
@@ -63,6 +88,11 @@ enum BenchKind {
         /// would dominate the controller's peak memory).
         #[arg(long)]
         no_check: bool,
+        /// Store of the in-process controller: a store URL (`etcd://host:port/prefix`, a
+        /// directory …), or `etcd` for a throwaway local etcd (needs /usr/bin/etcd).
+        /// Default: a temporary embedded store.
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -83,6 +113,7 @@ pub fn peak_rss_mib() -> f64 {
 pub async fn run(server: &str, args: BenchArgs) -> Result<()> {
     match args.what {
         BenchKind::Translate(shape) => translate(shape),
+        BenchKind::Policy(shape) => policy(shape),
         BenchKind::Apply {
             shape,
             batch,
@@ -90,6 +121,7 @@ pub async fn run(server: &str, args: BenchArgs) -> Result<()> {
             concurrency,
             external,
             no_check,
+            store,
         } => {
             apply(
                 shape,
@@ -98,10 +130,59 @@ pub async fn run(server: &str, args: BenchArgs) -> Result<()> {
                 concurrency,
                 external.then_some(server),
                 no_check,
+                store.as_deref(),
             )
             .await
         }
     }
+}
+
+/// `VmRSS` of this process in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn policy(shape: PolicyShape) -> Result<()> {
+    use weft_routing::policy::synthetic::{Shape as World, compile_all, world};
+    let start = Instant::now();
+    let set = world(World {
+        pods: shape.pods,
+        namespaces: shape.namespaces,
+        policies: shape.policies,
+        admin: shape.admin,
+    });
+    println!(
+        "policy: world of {} pods, {} namespaces, {} NetworkPolicies, {} AdminNetworkPolicies{} built in {:.3} s",
+        set.pods.len(),
+        set.namespaces.len(),
+        set.policies.len(),
+        set.admin.len(),
+        if set.baseline.is_some() { " + baseline" } else { "" },
+        start.elapsed().as_secs_f64()
+    );
+    for run in 1..=shape.runs.max(1) {
+        // "5" resets the peak RSS to the current RSS (Linux >= 4.0): the peak below is
+        // the world plus this compile.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let before = rss_mib();
+        let start = Instant::now();
+        let (endpoints, rules) = compile_all(&set);
+        let elapsed = start.elapsed();
+        println!(
+            "policy: run {run}: {endpoints} restricted endpoints, {rules} compiled rules in {:.3} s; RSS {before:.1} MiB before, peak {:.1} MiB during the compile",
+            elapsed.as_secs_f64(),
+            peak_rss_mib()
+        );
+    }
+    Ok(())
 }
 
 fn translate(shape: Shape) -> Result<()> {
@@ -142,14 +223,29 @@ async fn apply(
     concurrency: usize,
     external: Option<&str>,
     no_check: bool,
+    store_url: Option<&str>,
 ) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    // Kept alive (and killed on drop) for the whole run when --store etcd.
+    let mut _etcd = None;
     let (client, server) = match external {
         Some(url) => (Arc::new(ApiClient::new(url)), None),
         None => {
             let _ = std::fs::remove_dir_all(&dir);
-            let store =
-                weft_store::open_url(&dir.display().to_string()).context("opening a temporary store")?;
+            let url = match store_url {
+                None => dir.display().to_string(),
+                Some("etcd") => {
+                    let etcd = weft_store::EtcdServer::start()
+                        .await
+                        .context("starting a throwaway etcd")?;
+                    let url = etcd.url("bench");
+                    _etcd = Some(etcd);
+                    url
+                }
+                Some(url) => url.to_string(),
+            };
+            println!("store: {url}");
+            let store = weft_store::open_url(&url).context("opening the bench store")?;
             let controller = weft_api::Controller::open(store, "bench").await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;

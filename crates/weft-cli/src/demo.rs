@@ -52,7 +52,28 @@ pub struct DemoArgs {
     /// Where the --control-plane demo's controller listens.
     #[arg(long, default_value = "127.0.0.1:7479")]
     pub listen: String,
+    /// The federation act (no root needed): two controllers peered over BGP on
+    /// 127.0.0.1 (`examples/federation`), each importing the other's routes, and FRR's
+    /// bgpd as gateway router when installed.
+    #[arg(long, conflicts_with = "control_plane")]
+    pub federation: bool,
 }
+
+/// The federation scenario, compiled in.
+const FEDERATION: [(&str, &str); 2] = [
+    (
+        "examples/federation/cluster-1.yaml",
+        include_str!("../../../examples/federation/cluster-1.yaml"),
+    ),
+    (
+        "examples/federation/cluster-2.yaml",
+        include_str!("../../../examples/federation/cluster-2.yaml"),
+    ),
+];
+/// FRR configuration of the federation's gateway router.
+const GATEWAY_FRR: &str = include_str!("../../../examples/federation/gateway-frr.conf");
+/// Port the gateway's bgpd listens on (cluster-2.yaml's BgpPeer `gateway`).
+const GATEWAY_PORT: u16 = 17903;
 
 fn step(start: Instant, text: &str) {
     eprintln!("[{:5.2}s] {text}", start.elapsed().as_secs_f64());
@@ -62,6 +83,9 @@ fn step(start: Instant, text: &str) {
 pub async fn run(args: DemoArgs) -> Result<()> {
     if args.control_plane {
         return control_plane(args).await;
+    }
+    if args.federation {
+        return federation().await;
     }
     data_plane(args).await
 }
@@ -403,4 +427,204 @@ async fn show(lab: &LabName, opts: &weft_lab::topology::UpOptions, progress: &Pr
     }
     println!();
     Ok(mismatches)
+}
+
+/// A controller of the federation act: in-process, memory store, its API on a free port
+/// and its BGP speaker running.
+async fn federation_controller() -> Result<(String, tokio::task::JoinHandle<()>)> {
+    let store: std::sync::Arc<dyn weft_store::ConfigStore> =
+        std::sync::Arc::new(weft_store::MemoryStore::new());
+    let controller = weft_api::Controller::open(store, "memory").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(weft_api::bgp::run(controller.clone()));
+    let server = tokio::spawn(async move {
+        let _ = weft_api::server::serve(controller, listener, std::future::pending()).await;
+    });
+    Ok((url, server))
+}
+
+/// FRR's bgpd as the gateway router, killed on drop.
+struct Gateway {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Gateway {
+    fn start() -> Result<Option<Gateway>> {
+        let bgpd = std::path::Path::new("/usr/lib/frr/bgpd");
+        if !bgpd.is_file() {
+            return Ok(None);
+        }
+        let dir = std::env::temp_dir().join(format!("weft-demo-gw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("bgpd.conf"), GATEWAY_FRR)?;
+        let log = std::fs::File::create(dir.join("bgpd.log"))?;
+        let d = dir.display().to_string();
+        let child = std::process::Command::new(bgpd)
+            .args([
+                "-f",
+                &format!("{d}/bgpd.conf"),
+                "-p",
+                &GATEWAY_PORT.to_string(),
+                "-l",
+                "127.0.0.1",
+            ])
+            .args([
+                "-Z",
+                "-S",
+                "-i",
+                &format!("{d}/bgpd.pid"),
+                "--vty_socket",
+                &d,
+                "-P",
+                "0",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(log.try_clone()?))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .context("starting FRR's bgpd")?;
+        Ok(Some(Gateway { child, dir }))
+    }
+
+    async fn show(&self, command: &str) -> String {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::process::Command::new("vtysh")
+                .args([
+                    "--vty_socket",
+                    &self.dir.display().to_string(),
+                    "-d",
+                    "bgpd",
+                    "-c",
+                    command,
+                ])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await;
+        match out {
+            Ok(Ok(o)) => String::from_utf8_lossy(&o.stdout).into_owned(),
+            _ => "(vtysh did not answer)".to_string(),
+        }
+    }
+}
+
+/// The federation act: two clusters exchange VPNv4 routes, a gateway learns them.
+async fn federation() -> Result<()> {
+    let start = Instant::now();
+    step(
+        start,
+        "starting two controllers (AS 64512 and AS 64513) with BGP speakers on 127.0.0.1",
+    );
+    let (url1, server1) = federation_controller().await?;
+    let (url2, server2) = federation_controller().await?;
+    let gateway = Gateway::start()?;
+    match &gateway {
+        Some(_) => step(start, "gateway router: FRR bgpd (AS 65003) on 127.0.0.1:17903"),
+        None => step(start, "no /usr/lib/frr/bgpd: the gateway router is left out"),
+    }
+    // Cluster 2 (with the gateway peer) first: the gateway learns its routes.
+    let apply = |name: &'static str, text: &'static str, url: String| async move {
+        let documents = parse_manifest_text(text, name)
+            .into_iter()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .context("the built-in federation scenario parses")?;
+        let report = ApiClient::new(&url)
+            .apply(&ApplyRequest {
+                documents,
+                namespace: None,
+            })
+            .await?;
+        anyhow::ensure!(report.errors() == 0, "{name} was refused: {:?}", report.results);
+        step(start, &format!("applied {name} to {url}"));
+        anyhow::Ok(())
+    };
+    apply(FEDERATION[1].0, FEDERATION[1].1, url2.clone()).await?;
+    if let Some(gw) = &gateway {
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let mut table = String::new();
+        while Instant::now() < deadline {
+            table = gw.show("show bgp ipv4 unicast").await;
+            if table.contains("192.0.2.21") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        println!("\n== gateway router (FRR) learned cluster 2's pods: show bgp ipv4 unicast");
+        print!("{table}");
+    }
+    apply(FEDERATION[0].0, FEDERATION[0].1, url1.clone()).await?;
+    let client1 = ApiClient::new(&url1);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let routes = client1.network_routes("fed").await?;
+        if routes.routes.iter().any(|r| r.origin == "imported") {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cluster 1 imported nothing within 30 s: {:#?}",
+            client1.bgp_peers().await?
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    step(start, "cluster 1 imported cluster 2's routes");
+    let show = |title: &str| println!("\n== {title}");
+    show("cluster 1: weft bgp peers");
+    crate::controller::bgp(
+        &url1,
+        crate::controller::BgpArgs {
+            command: crate::controller::BgpCommand::Peers {
+                output: crate::controller::RoutesFormat::Text,
+            },
+        },
+    )
+    .await?;
+    show("cluster 2: weft bgp peers");
+    crate::controller::bgp(
+        &url2,
+        crate::controller::BgpArgs {
+            command: crate::controller::BgpCommand::Peers {
+                output: crate::controller::RoutesFormat::Text,
+            },
+        },
+    )
+    .await?;
+    show("cluster 1: weft routes fed (its pod, and cluster 2's imported with RD, RTs and peer)");
+    for url in [&url1, &url2] {
+        let args = crate::controller::RoutesArgs {
+            network: Some("fed".into()),
+            node: None,
+            output: crate::controller::RoutesFormat::Text,
+        };
+        crate::controller::routes(url, args).await?;
+        if url == &url1 {
+            show("cluster 2: weft routes fed");
+        }
+    }
+    show("cluster 1: node c1-node-1's tables (the imported /32 tunnels straight to cluster 2's node)");
+    crate::controller::routes(
+        &url1,
+        crate::controller::RoutesArgs {
+            network: None,
+            node: Some("c1-node-1".into()),
+            output: crate::controller::RoutesFormat::Text,
+        },
+    )
+    .await?;
+    drop(gateway);
+    server1.abort();
+    server2.abort();
+    step(start, "done");
+    Ok(())
 }

@@ -10,6 +10,7 @@ mod controller;
 mod demo;
 mod explain;
 mod output;
+mod store_cmd;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,10 @@ struct Cli {
         default_value = "http://127.0.0.1:7470"
     )]
     server: String,
+    /// File holding the API bearer token: sent by clients and agents, required by the
+    /// controller for writes (default: $WEFT_TOKEN; none = open API, loopback only).
+    #[arg(long, global = true, env = "WEFT_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,8 +60,11 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Every component's state, and why it is not ready.
     Status(output::StatusArgs),
-    /// A node's desired routing tables (what its agent programs), as the controller computes them.
+    /// A node's desired routing tables (`--node`, what its agent programs), or one
+    /// network's routes including those imported over BGP (`weft routes NETWORK`).
     Routes(controller::RoutesArgs),
+    /// The controller's BGP speaker: `weft bgp peers`.
+    Bgp(controller::BgpArgs),
     /// The seed 002 namespace scenario on a 2-node lab: reachability matrix, routes (root;
     /// `--control-plane` without).
     Demo(demo::DemoArgs),
@@ -64,6 +72,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// A whole cluster in network namespaces on this machine: nodes, agents, pods, probes.
     Lab(weft_lab::LabArgs),
+    /// Store maintenance: `weft store migrate --from URL --to URL` (embedded ↔ etcd).
+    Store(store_cmd::StoreArgs),
     /// Run the node agent: program this node's kernel from the controller's state and serve
     /// the CNI plugin.
     Agent(weft_agent::AgentArgs),
@@ -82,6 +92,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    match weft_api::auth::load_token(cli.token_file.as_deref()) {
+        Ok(token) => weft_api::auth::set_default_token(token),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -101,10 +118,14 @@ fn main() -> ExitCode {
             Command::Routes(args) => controller::routes(&cli.server, args)
                 .await
                 .map(|_| ExitCode::SUCCESS),
+            Command::Bgp(args) => controller::bgp(&cli.server, args)
+                .await
+                .map(|_| ExitCode::SUCCESS),
             Command::Demo(args) => demo::run(args).await.map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => bench::run(&cli.server, args).await.map(|_| ExitCode::SUCCESS),
             Command::Lab(args) => weft_lab::run(args).await,
             Command::Agent(args) => weft_agent::run(args).await.map(|_| ExitCode::SUCCESS),
+            Command::Store(args) => store_cmd::run(args).await.map(|_| ExitCode::SUCCESS),
         }
     });
     match result {

@@ -164,13 +164,17 @@ fn resolve_kind(kind: &str) -> Option<(&'static str, &'static str)> {
             ("inputs", "networkattachmentdefinitions")
         }
         "endpointslice" | "endpointslices" => ("inputs", "endpointslices"),
+        "adminnetworkpolicy" | "adminnetworkpolicies" | "anp" => ("inputs", "adminnetworkpolicies"),
+        "baselineadminnetworkpolicy" | "baselineadminnetworkpolicies" | "banp" => {
+            ("inputs", "baselineadminnetworkpolicies")
+        }
         "clusterconfig" | "clusterconfigs" | "config" => ("config", "clusterconfig"),
         _ => return None,
     })
 }
 
 fn kinds_help() -> &'static str {
-    "projects, networks, interfaces, services, policies, pending, pods, namespaces, nodes, virtualnetworks, floatingippools, networkattachmentdefinitions, endpointslices, clusterconfig"
+    "projects, networks, interfaces, services, policies, pending, pods, namespaces, nodes, virtualnetworks, floatingippools, networkattachmentdefinitions, endpointslices, adminnetworkpolicies, baselineadminnetworkpolicies, clusterconfig"
 }
 
 fn join<T: ToString>(items: &[T]) -> String {

@@ -22,7 +22,10 @@ pub fn api_resource(kind: InputKind) -> ApiResource {
         InputKind::ClusterConfig
         | InputKind::VirtualNetwork
         | InputKind::FloatingIpPool
-        | InputKind::NetworkAttachmentDefinition => {
+        | InputKind::BgpPeer
+        | InputKind::NetworkAttachmentDefinition
+        | InputKind::AdminNetworkPolicy
+        | InputKind::BaselineAdminNetworkPolicy => {
             let api_version = kind.api_version();
             let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
             let gvk = GroupVersionKind::gvk(group, version, kind.kind_name());
@@ -39,7 +42,10 @@ pub fn is_custom(kind: InputKind) -> bool {
         InputKind::ClusterConfig
             | InputKind::VirtualNetwork
             | InputKind::FloatingIpPool
+            | InputKind::BgpPeer
             | InputKind::NetworkAttachmentDefinition
+            | InputKind::AdminNetworkPolicy
+            | InputKind::BaselineAdminNetworkPolicy
     )
 }
 
@@ -82,5 +88,11 @@ mod tests {
             collection_path(InputKind::NetworkAttachmentDefinition),
             "/apis/k8s.cni.cncf.io/v1/networkattachmentdefinitions"
         );
+        // sig-network's CRDs: optional, so a 404 is "CRD not installed".
+        assert_eq!(
+            collection_path(InputKind::AdminNetworkPolicy),
+            "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies"
+        );
+        assert!(is_custom(InputKind::BaselineAdminNetworkPolicy));
     }
 }

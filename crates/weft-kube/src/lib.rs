@@ -17,6 +17,7 @@
 //! | NetworkPolicy | `/apis/networking.k8s.io/v1/networkpolicies` |
 //! | NetworkAttachmentDefinition | `/apis/k8s.cni.cncf.io/v1/networkattachmentdefinitions` |
 //! | ClusterConfig, VirtualNetwork, FloatingIpPool | `/apis/weft.dev/v1alpha1/{plural}` |
+//! | AdminNetworkPolicy, BaselineAdminNetworkPolicy (sig-network CRDs, optional) | `/apis/policy.networking.k8s.io/v1alpha1/{plural}` |
 //!
 //! Guarantees the consumer can rely on:
 //! - Per kind, events arrive in the order the API server produced them. Across kinds

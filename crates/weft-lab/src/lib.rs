@@ -40,13 +40,17 @@
 //!
 //! Modules: [`topology`] (up, down, start/stop, status), [`pods`] (manifests, CNI,
 //! sandboxes), [`echo`] (echo server and probe), [`inspect`] (probe, matrix, routes,
-//! exec), [`state`] (`state.json`, lock), [`names`], [`sys`] (processes, `ip`),
-//! `bench` (CNI latency) and [`bench_throughput`] (goodput vs VXLAN and veth).
+//! exec), [`converge`] (`wait`: the kernels enforce the controller's state), [`state`]
+//! (`state.json`, lock), [`names`], [`sys`] (processes, `ip`),
+//! `bench` (CNI latency), [`bench_throughput`] (goodput vs VXLAN and veth) and
+//! [`bench_policy`] (policy and service costs).
 //!
 //! Not yet: secondary interfaces (`k8s.v1.cni.cncf.io/networks`) are not attached —
 //! the lab runs CNI ADD for `eth0` only.
 
+pub mod bench_policy;
 pub mod bench_throughput;
+pub mod converge;
 pub mod echo;
 pub mod inspect;
 pub mod names;
@@ -163,6 +167,13 @@ pub enum LabCommand {
     Apply(ManifestArgs),
     /// Delete the objects named in manifests (pods lose their sandboxes first).
     Delete(ManifestArgs),
+    /// Wait until every running agent enforces the controller's current state in its
+    /// kernel (routes and nftables); exit 1 with the lagging nodes after the timeout.
+    Wait {
+        /// Seconds to wait at most.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Show the lab's components and pods.
     Status {
         /// Output format.
@@ -231,7 +242,8 @@ pub enum LabCommand {
         config: Option<String>,
     },
     /// Measure CNI ADD/DEL latency and time from apply to first successful probe
-    /// (`bench throughput`: TCP goodput of weft vs hand-made VXLAN vs bare veth).
+    /// (`bench throughput`: TCP goodput of weft vs hand-made VXLAN vs bare veth;
+    /// `bench policy`: label-change latency, policy and service costs).
     #[command(args_conflicts_with_subcommands = true)]
     Bench {
         /// Pods to create (spread over the nodes).
@@ -279,6 +291,21 @@ pub enum BenchCommand {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// NetworkPolicy in the data plane, in a fresh 2-node lab (removed afterwards;
+    /// ignores --name): time for a label change to take effect; TCP goodput and
+    /// connection rate with 10,000 allowed peers in sets vs no policy vs a 10,000-rule
+    /// linear chain; connection rate through a ClusterIP service's DNAT.
+    Policy {
+        /// Label changes to time.
+        #[arg(long, default_value_t = 10)]
+        flips: usize,
+        /// Seconds of traffic per goodput and connection-rate figure.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
 }
 
 /// Runs `weft lab …`.
@@ -312,6 +339,26 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
                 json: output == Format::Json,
             };
             bench_throughput::run(&opts, &progress).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        LabCommand::Bench {
+            what:
+                Some(BenchCommand::Policy {
+                    flips,
+                    seconds,
+                    output,
+                }),
+            ..
+        } => {
+            if !(1..=600).contains(&seconds) {
+                anyhow::bail!("--seconds must be 1 to 600, found {seconds}");
+            }
+            let opts = bench_policy::PolicyBenchOptions {
+                flips,
+                seconds,
+                json: output == Format::Json,
+            };
+            bench_policy::run(&opts, &progress).await?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}
@@ -356,6 +403,12 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
             pods::delete(&lab, &m.files, m.namespace.as_deref(), &progress)
                 .await
                 .map(ok)
+        }
+        LabCommand::Wait { timeout } => {
+            let st = state::LabState::load(&lab)?;
+            converge::wait_converged(&st, std::time::Duration::from_secs(timeout), &progress)
+                .await
+                .map(|_| ExitCode::SUCCESS)
         }
         LabCommand::Status { output } => {
             topology::status(&lab, output == Format::Json).map(|()| ExitCode::SUCCESS)

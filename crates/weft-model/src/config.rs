@@ -3,7 +3,7 @@
 //! here, validated once, so no setting is applied by one part and ignored by another
 //! (the seeds' `--service-cidr` that never reached the SDN).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -69,6 +69,13 @@ pub struct ClusterConfigSpec {
     /// (`--service-cluster-ip-range`), when known. It must lie inside `serviceSubnets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_service_cidr: Option<String>,
+    /// Address the controller's BGP speaker listens on (default `0.0.0.0` once BGP is
+    /// enabled). BGP is enabled by this, `bgpPort`, `routerId` or any BgpPeer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_listen_address: Option<String>,
+    /// TCP port of the BGP listener (default 179).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_port: Option<u16>,
 }
 
 fn default_cluster_name() -> String {
@@ -99,6 +106,8 @@ impl Default for ClusterConfigSpec {
             ip_fabric_forwarding: false,
             ip_fabric_snat: false,
             kubernetes_service_cidr: None,
+            bgp_listen_address: None,
+            bgp_port: None,
         }
     }
 }
@@ -124,6 +133,10 @@ pub struct EffectiveConfig {
     pub ip_fabric_forwarding: bool,
     /// Cluster default for ip-fabric SNAT.
     pub ip_fabric_snat: bool,
+    /// Where the BGP speaker listens, when `routerId`, `bgpListenAddress` or `bgpPort`
+    /// is set (`None`: no listener; BgpPeers alone make the speaker connect out only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp_listen: Option<SocketAddr>,
 }
 
 impl Default for EffectiveConfig {
@@ -255,7 +268,31 @@ impl ClusterConfigSpec {
                 .found(k8s));
             }
         }
+        let bgp_listen =
+            if self.router_id.is_some() || self.bgp_listen_address.is_some() || self.bgp_port.is_some() {
+                let address = match &self.bgp_listen_address {
+                    None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    Some(text) => text.trim().parse::<IpAddr>().map_err(|_| {
+                        FieldError::new(
+                            object,
+                            "spec.bgpListenAddress",
+                            "an IP address such as 0.0.0.0 or 192.0.2.1",
+                        )
+                        .found(text)
+                    })?,
+                };
+                let port = self.bgp_port.unwrap_or(179);
+                if port == 0 {
+                    return Err(
+                        FieldError::new(object, "spec.bgpPort", "a TCP port from 1 to 65535").found(port),
+                    );
+                }
+                Some(SocketAddr::new(address, port))
+            } else {
+                None
+            };
         Ok(EffectiveConfig {
+            bgp_listen,
             source,
             cluster_name: name.clone(),
             asn: self.asn,
@@ -338,6 +375,36 @@ mod tests {
             ..Default::default()
         };
         assert!(ok.validate("x", None).is_ok());
+    }
+
+    #[test]
+    fn bgp_listener_only_when_configured() {
+        assert_eq!(EffectiveConfig::default().bgp_listen, None);
+        let spec = ClusterConfigSpec {
+            router_id: Some("192.0.2.1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            spec.validate("x", None).unwrap().bgp_listen,
+            Some("0.0.0.0:179".parse().unwrap())
+        );
+        let spec = ClusterConfigSpec {
+            bgp_listen_address: Some("10.0.0.1".into()),
+            bgp_port: Some(1790),
+            ..Default::default()
+        };
+        assert_eq!(
+            spec.validate("x", None).unwrap().bgp_listen,
+            Some("10.0.0.1:1790".parse().unwrap())
+        );
+        let spec = ClusterConfigSpec {
+            bgp_listen_address: Some("any".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            spec.validate("x", None).unwrap_err().field,
+            "spec.bgpListenAddress"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::admin_policy::{ANP_API_VERSION, AdminNetworkPolicy, BaselineAdminNetworkPolicy};
+use crate::bgp::BgpPeer;
 use crate::config::ClusterConfig;
 use crate::error::FieldError;
 use crate::resources::{
@@ -38,11 +40,17 @@ pub enum InputKind {
     EndpointSlice,
     /// Kubernetes NetworkPolicy.
     NetworkPolicy,
+    /// A BGP neighbour of the controller (weft kind, cluster-scoped).
+    BgpPeer,
+    /// sig-network AdminNetworkPolicy (cluster-wide, checked before NetworkPolicy).
+    AdminNetworkPolicy,
+    /// sig-network BaselineAdminNetworkPolicy (cluster-wide, checked after NetworkPolicy).
+    BaselineAdminNetworkPolicy,
 }
 
 impl InputKind {
     /// All kinds, in the order a batch is applied (dependencies first).
-    pub const ALL: [InputKind; 10] = [
+    pub const ALL: [InputKind; 13] = [
         InputKind::ClusterConfig,
         InputKind::VirtualNetwork,
         InputKind::FloatingIpPool,
@@ -53,6 +61,9 @@ impl InputKind {
         InputKind::Service,
         InputKind::EndpointSlice,
         InputKind::NetworkPolicy,
+        InputKind::BgpPeer,
+        InputKind::AdminNetworkPolicy,
+        InputKind::BaselineAdminNetworkPolicy,
     ];
 
     /// The manifest `kind:`.
@@ -68,19 +79,24 @@ impl InputKind {
             InputKind::Service => "Service",
             InputKind::EndpointSlice => "EndpointSlice",
             InputKind::NetworkPolicy => "NetworkPolicy",
+            InputKind::BgpPeer => "BgpPeer",
+            InputKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            InputKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
         }
     }
 
     /// The manifest `apiVersion:`.
     pub fn api_version(self) -> &'static str {
         match self {
-            InputKind::ClusterConfig | InputKind::VirtualNetwork | InputKind::FloatingIpPool => {
-                WEFT_API_VERSION
-            }
+            InputKind::ClusterConfig
+            | InputKind::VirtualNetwork
+            | InputKind::FloatingIpPool
+            | InputKind::BgpPeer => WEFT_API_VERSION,
             InputKind::Namespace | InputKind::Node | InputKind::Pod | InputKind::Service => "v1",
             InputKind::NetworkAttachmentDefinition => NAD_API_VERSION,
             InputKind::EndpointSlice => "discovery.k8s.io/v1",
             InputKind::NetworkPolicy => "networking.k8s.io/v1",
+            InputKind::AdminNetworkPolicy | InputKind::BaselineAdminNetworkPolicy => ANP_API_VERSION,
         }
     }
 
@@ -88,7 +104,12 @@ impl InputKind {
     pub fn namespaced(self) -> bool {
         !matches!(
             self,
-            InputKind::ClusterConfig | InputKind::Namespace | InputKind::Node
+            InputKind::ClusterConfig
+                | InputKind::Namespace
+                | InputKind::Node
+                | InputKind::BgpPeer
+                | InputKind::AdminNetworkPolicy
+                | InputKind::BaselineAdminNetworkPolicy
         )
     }
 
@@ -105,6 +126,9 @@ impl InputKind {
             InputKind::Service => "services",
             InputKind::EndpointSlice => "endpointslices",
             InputKind::NetworkPolicy => "networkpolicies",
+            InputKind::BgpPeer => "bgppeers",
+            InputKind::AdminNetworkPolicy => "adminnetworkpolicies",
+            InputKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
         }
     }
 
@@ -186,6 +210,9 @@ pub enum InputObject {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     NetworkPolicy(Box<NetworkPolicy>),
+    BgpPeer(Box<BgpPeer>),
+    AdminNetworkPolicy(Box<AdminNetworkPolicy>),
+    BaselineAdminNetworkPolicy(Box<BaselineAdminNetworkPolicy>),
 }
 
 /// Decodes `value` as `T`, naming the failing field path on error.
@@ -276,6 +303,22 @@ impl InputObject {
             InputKind::Service => InputObject::Service(decode(value, &shown)?),
             InputKind::EndpointSlice => InputObject::EndpointSlice(decode(value, &shown)?),
             InputKind::NetworkPolicy => InputObject::NetworkPolicy(decode(value, &shown)?),
+            InputKind::BgpPeer => {
+                let peer: Box<BgpPeer> = decode(value, &shown)?;
+                peer.spec
+                    .validate(&shown, &peer.metadata.name.clone().unwrap_or_default())?;
+                InputObject::BgpPeer(peer)
+            }
+            InputKind::AdminNetworkPolicy => {
+                let anp: Box<AdminNetworkPolicy> = decode(value, &shown)?;
+                anp.validate(&shown)?;
+                InputObject::AdminNetworkPolicy(anp)
+            }
+            InputKind::BaselineAdminNetworkPolicy => {
+                let banp: Box<BaselineAdminNetworkPolicy> = decode(value, &shown)?;
+                banp.validate(&shown)?;
+                InputObject::BaselineAdminNetworkPolicy(banp)
+            }
         })
     }
 
@@ -292,6 +335,9 @@ impl InputObject {
             InputObject::Service(o) => serde_json::to_value(o),
             InputObject::EndpointSlice(o) => serde_json::to_value(o),
             InputObject::NetworkPolicy(o) => serde_json::to_value(o),
+            InputObject::BgpPeer(o) => serde_json::to_value(o),
+            InputObject::AdminNetworkPolicy(o) => serde_json::to_value(o),
+            InputObject::BaselineAdminNetworkPolicy(o) => serde_json::to_value(o),
         }
         .unwrap_or(serde_json::Value::Null);
         if let Some(map) = value.as_object_mut() {
@@ -315,6 +361,9 @@ impl InputObject {
             InputObject::Service(_) => InputKind::Service,
             InputObject::EndpointSlice(_) => InputKind::EndpointSlice,
             InputObject::NetworkPolicy(_) => InputKind::NetworkPolicy,
+            InputObject::BgpPeer(_) => InputKind::BgpPeer,
+            InputObject::AdminNetworkPolicy(_) => InputKind::AdminNetworkPolicy,
+            InputObject::BaselineAdminNetworkPolicy(_) => InputKind::BaselineAdminNetworkPolicy,
         }
     }
 
@@ -331,6 +380,9 @@ impl InputObject {
             InputObject::Service(o) => &o.metadata,
             InputObject::EndpointSlice(o) => &o.metadata,
             InputObject::NetworkPolicy(o) => &o.metadata,
+            InputObject::BgpPeer(o) => &o.metadata,
+            InputObject::AdminNetworkPolicy(o) => &o.metadata,
+            InputObject::BaselineAdminNetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -347,6 +399,9 @@ impl InputObject {
             InputObject::Service(o) => &mut o.metadata,
             InputObject::EndpointSlice(o) => &mut o.metadata,
             InputObject::NetworkPolicy(o) => &mut o.metadata,
+            InputObject::BgpPeer(o) => &mut o.metadata,
+            InputObject::AdminNetworkPolicy(o) => &mut o.metadata,
+            InputObject::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -452,6 +507,31 @@ mod tests {
         }))
         .unwrap_err();
         assert!(err.expected.contains("podSubnet"), "{err}");
+    }
+
+    #[test]
+    fn bgp_peer_is_validated_on_decode() {
+        let ok = InputObject::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1", "kind": "BgpPeer", "metadata": {"name": "gw"},
+            "spec": {"address": "192.0.2.1", "asn": 65000, "role": "router"}
+        }))
+        .unwrap();
+        assert_eq!(ok.key(), InputKey::cluster(InputKind::BgpPeer, "gw"));
+        let err = InputObject::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1", "kind": "BgpPeer", "metadata": {"name": "gw"},
+            "spec": {"address": "192.0.2.1", "asn": 65000, "role": "switch"}
+        }))
+        .unwrap_err();
+        assert_eq!(
+            (err.object.as_str(), err.field.as_str()),
+            ("BgpPeer gw", "spec.role")
+        );
+        let err = InputObject::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1", "kind": "BgpPeer", "metadata": {"name": "gw"},
+            "spec": {"address": "300.0.2.1", "asn": 65000}
+        }))
+        .unwrap_err();
+        assert_eq!(err.field, "spec.address");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!
 //! Pure data: no I/O, no async.
 
+pub mod admin_policy;
+pub mod bgp;
 pub mod config;
 pub mod derived;
 pub mod error;
@@ -18,6 +20,8 @@ pub mod naming;
 pub mod node;
 pub mod resources;
 
+pub use admin_policy::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
+pub use bgp::{BgpFamily, BgpPeer, BgpPeerRole, BgpPeerSpec, EffectiveBgpPeer, ImportedRoute};
 pub use config::{ClusterConfig, ClusterConfigSpec};
 pub use derived::{
     DerivedKind, DerivedObject, FirewallPolicyRecord, InterfaceAttachment, NetworkKind, ObjectStatus,

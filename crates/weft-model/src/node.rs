@@ -126,6 +126,101 @@ pub struct EndpointPolicy {
     /// Rules for connections from this pod; `None`: not isolated for egress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<PolicyRule>>,
+    /// AdminNetworkPolicy rules for connections to this pod, in evaluation order
+    /// (priority, then rule order), checked before `ingress`: the first match decides
+    /// (accept, drop, or pass to `ingress`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_ingress: Vec<AdminRule>,
+    /// AdminNetworkPolicy rules for connections from this pod (as `admin_ingress`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_egress: Vec<AdminRule>,
+    /// BaselineAdminNetworkPolicy rules for connections to this pod, checked (first
+    /// match decides, accept or drop) only when `ingress` is `None`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_ingress: Vec<AdminRule>,
+    /// BaselineAdminNetworkPolicy rules for connections from this pod (as
+    /// `baseline_ingress`, when `egress` is `None`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_egress: Vec<AdminRule>,
+}
+
+impl EndpointPolicy {
+    /// An endpoint with no rules at all (everything allowed).
+    pub fn open(interface: String, ip: IpAddr) -> Self {
+        EndpointPolicy {
+            interface,
+            ip,
+            ingress: None,
+            egress: None,
+            admin_ingress: Vec::new(),
+            admin_egress: Vec::new(),
+            baseline_ingress: Vec::new(),
+            baseline_egress: Vec::new(),
+        }
+    }
+
+    /// True when nothing restricts this endpoint (it need not be listed).
+    pub fn is_open(&self) -> bool {
+        self.ingress.is_none()
+            && self.egress.is_none()
+            && self.admin_ingress.is_empty()
+            && self.admin_egress.is_empty()
+            && self.baseline_ingress.is_empty()
+            && self.baseline_egress.is_empty()
+    }
+
+    /// True when the `ingress` (else egress) direction of this endpoint allows a new
+    /// connection with `peer`, `protocol` and destination `port`: admin rules, then
+    /// NetworkPolicy rules if isolated, else baseline rules, else allowed.
+    pub fn allows(&self, ingress: bool, peer: IpAddr, protocol: L4Protocol, port: u16) -> bool {
+        let (admin, np, baseline) = if ingress {
+            (&self.admin_ingress, &self.ingress, &self.baseline_ingress)
+        } else {
+            (&self.admin_egress, &self.egress, &self.baseline_egress)
+        };
+        match admin
+            .iter()
+            .find(|r| r.rule.matches(peer, protocol, port))
+            .map(|r| r.action)
+        {
+            Some(AdminVerdict::Accept) => return true,
+            Some(AdminVerdict::Drop) => return false,
+            Some(AdminVerdict::Pass) | None => {}
+        }
+        if let Some(rules) = np {
+            return rules.iter().any(|r| r.matches(peer, protocol, port));
+        }
+        !matches!(
+            baseline
+                .iter()
+                .find(|r| r.rule.matches(peer, protocol, port))
+                .map(|r| r.action),
+            Some(AdminVerdict::Drop)
+        )
+    }
+}
+
+/// The verdict of an [`AdminRule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminVerdict {
+    /// Accept (ANP / BANP `Allow`).
+    Accept,
+    /// Drop (ANP / BANP `Deny`).
+    Drop,
+    /// Go on with NetworkPolicy (ANP `Pass`).
+    Pass,
+}
+
+/// One compiled AdminNetworkPolicy or BaselineAdminNetworkPolicy rule: a match (peers
+/// and ports, as a [`PolicyRule`]) and a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AdminRule {
+    /// What happens to a matching new connection.
+    pub action: AdminVerdict,
+    /// What it matches.
+    #[serde(flatten)]
+    pub rule: PolicyRule,
 }
 
 /// One compiled rule: it matches a connection whose peer address is in `peers` and
@@ -239,6 +334,17 @@ pub enum NextHop {
         node: String,
         /// VNI of the destination network (the remote node decapsulates into that table).
         vni: Vni,
+    },
+    /// A route learned over BGP (another cluster): encapsulate with `vni` straight to
+    /// the VXLAN endpoint `address` (a node of that cluster), whose VXLAN device has MAC
+    /// `vtep_mac`. Programmed like a remote peer ([`crate::bgp::ImportedRoute`]).
+    External {
+        /// Underlay address of the remote VTEP (the BGP next hop).
+        address: IpAddr,
+        /// VNI from the VPNv4 label.
+        vni: Vni,
+        /// MAC of the remote VTEP's VXLAN device.
+        vtep_mac: MacAddr,
     },
 }
 

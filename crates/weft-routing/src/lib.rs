@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Node;
 use weft_model::node::{
     LocalInterface, NextHop, NodeNetwork, NodeRoute, NodeState, SERVICE_TABLE, VtepPeer, vn_table, vtep_mac,
 };
-use weft_model::{InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
+use weft_model::{ImportedRoute, InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
 
 pub mod policy;
 pub mod services;
@@ -261,6 +261,54 @@ pub fn compile_node_state_with_services(
     }
 }
 
+/// Adds routes learned over BGP ([`ImportedRoute`], computed by the controller's BGP
+/// module from VPNv4 routes whose route targets a network imports) to the tables of
+/// `state`: each lands in its importing network's table if this node has that table,
+/// with a [`NextHop::External`] next hop (encapsulate with the label's VNI straight to
+/// the remote node). The cluster's own endpoints win: an imported prefix that a table
+/// already routes is skipped with a warning. Pure and deterministic (the imported routes
+/// are taken in sorted order; tables stay sorted by prefix).
+pub fn add_imported_routes(state: &mut NodeState, imported: &[ImportedRoute]) {
+    let mut sorted: Vec<&ImportedRoute> = imported.iter().collect();
+    sorted.sort();
+    let mut warnings: BTreeSet<String> = state.warnings.iter().cloned().collect();
+    for network in &mut state.networks {
+        let mut added = false;
+        for r in sorted.iter().filter(|r| r.network == network.fq_name) {
+            if let Some(existing) = network.routes.iter().find(|x| x.prefix == r.prefix) {
+                if !matches!(existing.next_hop, NextHop::External { .. }) {
+                    warnings.insert(format!(
+                        "table {} ({}): imported {} from BGP peer {} (RD {}) overlaps a route of this cluster ({}); keeping the cluster's",
+                        network.table,
+                        network.fq_name,
+                        r.prefix,
+                        r.peer,
+                        r.rd,
+                        describe_hop(&existing.next_hop)
+                    ));
+                }
+                continue;
+            }
+            network.routes.push(NodeRoute {
+                prefix: r.prefix,
+                next_hop: NextHop::External {
+                    address: r.address,
+                    vni: r.vni,
+                    vtep_mac: r.vtep_mac,
+                },
+                network: network.fq_name.clone(),
+                reply_only: false,
+                service_only: false,
+            });
+            added = true;
+        }
+        if added {
+            network.routes.sort_by_key(|a| a.prefix);
+        }
+    }
+    state.warnings = warnings.into_iter().collect();
+}
+
 /// What route computation shares: this node, the underlay addresses, the peers used so
 /// far, the warnings.
 pub(crate) struct Compile<'a> {
@@ -379,6 +427,7 @@ fn describe_hop(hop: &NextHop) -> String {
     match hop {
         NextHop::Local { interface } => interface.clone(),
         NextHop::Remote { node, .. } => format!("on {node}"),
+        NextHop::External { address, .. } => format!("via BGP at {address}"),
     }
 }
 
@@ -391,6 +440,9 @@ fn describe_route_hop(hop: &NextHop, peer_ip: &BTreeMap<&str, IpAddr>) -> String
                 .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "?".to_string());
             format!("encap vxlan id {vni} dst {dst} ({node})")
+        }
+        NextHop::External { address, vni, .. } => {
+            format!("encap vxlan id {vni} dst {address} (external, BGP)")
         }
     }
 }
@@ -532,3 +584,6 @@ pub fn render_routes(state: &NodeState) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod imported_tests;

@@ -449,6 +449,7 @@ proptest! {
                 match &r.next_hop {
                     NextHop::Local { interface } => prop_assert!(keys.contains(interface), "{}", interface),
                     NextHop::Remote { node, .. } => prop_assert!(peers.contains(node.as_str()), "{}", node),
+                    NextHop::External { .. } => prop_assert!(false, "the compiler itself never imports"),
                 }
             }
         }

@@ -333,7 +333,8 @@ impl Translator {
             | InputKind::FloatingIpPool => {
                 self.dirty.networks = true;
             }
-            InputKind::Node => {}
+            // BGP peers feed the controller's speaker, not the translation.
+            InputKind::Node | InputKind::BgpPeer => {}
             InputKind::Pod => {
                 self.dirty.pods.insert((ns.clone(), key.name.clone()));
                 // Services select pods by label; recompute this namespace's services.
@@ -358,6 +359,8 @@ impl Translator {
             InputKind::NetworkPolicy => {
                 self.dirty.policies.insert((ns, key.name.clone()));
             }
+            // Cluster-wide policies derive nothing: the route compiler reads them.
+            InputKind::AdminNetworkPolicy | InputKind::BaselineAdminNetworkPolicy => {}
         }
     }
 
@@ -505,7 +508,10 @@ impl Translator {
             InputObject::FloatingIpPool(pool) => networks::validate_fip_pool(&name, pool),
             InputObject::EndpointSlice(slice) => services::validate_endpoint_slice(&name, slice),
             InputObject::NetworkPolicy(np) => policies::validate_policy(&name, np),
-            InputObject::ClusterConfig(_) | InputObject::Node(_) => Ok(()),
+            InputObject::AdminNetworkPolicy(anp) => anp.validate(&name),
+            InputObject::BaselineAdminNetworkPolicy(banp) => banp.validate(&name),
+            // A BgpPeer is validated when decoded (weft_model::bgp).
+            InputObject::ClusterConfig(_) | InputObject::Node(_) | InputObject::BgpPeer(_) => Ok(()),
         }
     }
 

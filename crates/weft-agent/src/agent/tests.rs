@@ -295,3 +295,32 @@ async fn follower_reconnects_from_the_last_revision_and_keeps_state_meanwhile() 
     let reloaded = Agent::open(config(dir.path())).unwrap();
     assert_eq!(reloaded.revision(), 6);
 }
+
+#[tokio::test]
+async fn start_up_drops_attachments_whose_veth_vanished() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = tempfile::tempdir().unwrap();
+    let agent = Agent::open(config(dir.path())).unwrap();
+    for (pod, host) in [("a", "weftaaa"), ("b", "weftbbb")] {
+        let mut data = agent.data();
+        data.attachments.insert(
+            format!("dev/{pod}/eth0"),
+            crate::attachment::Attachment {
+                container_id: format!("c-{pod}"),
+                if_name: "eth0".into(),
+                host_if_name: host.into(),
+            },
+        );
+    }
+    // No sysfs (no `lo`): no evidence, nothing dropped.
+    assert_eq!(agent.prune_vanished_veths(sys.path()).await, 0);
+    std::fs::write(sys.path().join("lo"), "").unwrap();
+    std::fs::write(sys.path().join("weftaaa"), "").unwrap();
+    assert_eq!(agent.prune_vanished_veths(sys.path()).await, 1);
+    let left: Vec<String> = agent.attachments().keys().cloned().collect();
+    assert_eq!(left, vec!["dev/a/eth0".to_string()]);
+    // Saved: a restarted agent loads the pruned set.
+    drop(agent);
+    let again = Agent::open(config(dir.path())).unwrap();
+    assert_eq!(again.attachments().keys().cloned().collect::<Vec<_>>(), left);
+}

@@ -487,3 +487,57 @@ fn outside_services_get_mark_rules_and_the_service_table() {
         "ip rule add pref 999 fwmark 0x1000002 lookup 254"
     );
 }
+
+#[test]
+fn imported_routes_tunnel_straight_to_the_external_vtep() {
+    let mut state = node2();
+    let external = |prefix: &str, address: &str, mac: &str| NodeRoute {
+        prefix: net(prefix),
+        next_hop: NextHop::External {
+            address: ip(address),
+            vni: Vni(7),
+            vtep_mac: MacAddr::derived_from(mac),
+        },
+        network: "net1".into(),
+        reply_only: false,
+        service_only: false,
+    };
+    state.networks[0]
+        .routes
+        .push(external("10.63.255.252/32", "192.0.2.31", "vtep c2-n1"));
+    state.networks[0]
+        .routes
+        .push(external("10.63.255.251/32", "192.0.2.31", "vtep c2-n1"));
+    // Same VTEP announced with another MAC: the first one wins, with a warning.
+    state.networks[0]
+        .routes
+        .push(external("10.63.255.250/32", "192.0.2.31", "vtep other"));
+    let (kernel, warnings) = render(&state, &attached(&["b", "c"]));
+    let hop = IpAddr::V4(Ipv4Addr::new(169, 254, 2, 31));
+    let route = kernel
+        .routes
+        .get(&RouteKey {
+            table: vn_table(Vni(1)),
+            dst: net("10.63.255.252/32"),
+            metric: 0,
+        })
+        .expect("imported route rendered");
+    assert_eq!(route.via, Some(hop));
+    assert!(route.onlink);
+    assert_eq!(
+        route.encap,
+        Some(TunnelEncap {
+            id: 7,
+            dst: Ipv4Addr::new(192, 0, 2, 31)
+        })
+    );
+    let neighbour = kernel
+        .neighbours
+        .get(&(VXLAN_DEVICE.to_string(), hop))
+        .expect("one neighbour for the external VTEP");
+    assert_eq!(neighbour.mac, Some(MacAddr::derived_from("vtep c2-n1")));
+    // The cluster's own peer keeps its neighbour too.
+    assert_eq!(kernel.neighbours.len(), 2);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("192.0.2.31"), "{warnings:?}");
+}

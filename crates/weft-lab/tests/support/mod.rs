@@ -15,6 +15,9 @@ use serde_json::Value;
 /// Bound on one lab command.
 pub const WAIT: Duration = Duration::from_secs(180);
 
+/// Bound on the agents enforcing a change (`weft lab wait --timeout`), seconds.
+pub const CONVERGE_SECS: u64 = 30;
+
 /// True when running as root with iproute2 and nft available.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -262,16 +265,25 @@ impl Lab {
         self.lab(&["apply", "-f", &file.display().to_string()])
     }
 
-    /// `weft lab apply -f` of `text`, asserting success.
+    /// `weft lab apply -f` of `text`, asserting success, then [`Lab::wait`].
     pub fn apply(&self, name: &str, text: &str) {
         let file = self.write(name, text);
         self.ok(&["apply", "-f", &file.display().to_string()]);
+        self.wait();
     }
 
-    /// `weft lab delete -f` of `text`, asserting success.
+    /// `weft lab delete -f` of `text`, asserting success, then [`Lab::wait`].
     pub fn delete(&self, name: &str, text: &str) {
         let file = self.write(name, text);
         self.ok(&["delete", "-f", &file.display().to_string()]);
+        self.wait();
+    }
+
+    /// `weft lab wait`: returns once every agent enforces the controller's current
+    /// state in its kernel (bounded by [`CONVERGE_SECS`]), so a probe after it sees
+    /// the change without retries.
+    pub fn wait(&self) {
+        self.ok(&["wait", "--timeout", &CONVERGE_SECS.to_string()]);
     }
 
     /// The network namespace of pod `ns/name`.
@@ -336,4 +348,22 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(self.temp_dir());
     }
+}
+
+/// The pods of the seed-002 scenario (`examples/namespaces`).
+pub const SCENARIO_PODS: [&str; 5] = [
+    "default/client",
+    "ns-user/web",
+    "ns-isolated/db-1",
+    "ns-isolated/db-2",
+    "ns-custom/app",
+];
+
+/// Expected 80/tcp reachability between the scenario's pods (`from` != `to`): default
+/// and the non-isolated ns-user reach each other; the isolated namespace talks only to
+/// itself; the custom network is cut off both ways.
+pub fn scenario_reachable(from: &str, to: &str) -> bool {
+    let open = ["default/client", "ns-user/web"];
+    let isolated = ["ns-isolated/db-1", "ns-isolated/db-2"];
+    (open.contains(&from) && open.contains(&to)) || (isolated.contains(&from) && isolated.contains(&to))
 }

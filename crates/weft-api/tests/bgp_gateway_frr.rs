@@ -1,0 +1,211 @@
+//! A controller with a `router` BgpPeer: FRR's `bgpd` (Debian `frr`, run alone: no
+//! zebra `-Z`, no privilege changes `-S`, config and vty socket in a temp dir, passive
+//! on a free port) learns the cluster's pod routes as IPv4 unicast with next hop = the
+//! node hosting the pod, and as VPNv4 with RD `routerId:VNI`. Skipped with a message when
+//! FRR is not installed. Every wait is bounded; bgpd is killed on drop.
+//!
+//! ```text
+//!   weft controller speaker (AS 64512, from 127.0.0.2) ──► bgpd (AS 65003, 127.0.0.1:<port>)
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test: a failed unwrap is a failed test"
+)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use weft_api::Controller;
+use weft_api::types::{ApplyRequest, ManifestDocument};
+
+const WAIT: Duration = Duration::from_secs(45);
+
+fn find(name: &str) -> Option<PathBuf> {
+    ["/usr/lib/frr", "/usr/sbin", "/usr/bin", "/usr/local/sbin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// bgpd, killed and reaped on drop (its temp dir goes with it).
+struct Bgpd {
+    child: Child,
+    dir: tempfile::TempDir,
+    vtysh: PathBuf,
+}
+
+impl Drop for Bgpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bgpd {
+    fn start(port: u16) -> Option<Bgpd> {
+        let (Some(bgpd), Some(vtysh)) = (find("bgpd"), find("vtysh")) else {
+            eprintln!(
+                "SKIPPED: FRR's bgpd/vtysh not found; install the `frr` package (scripts/install-deps)"
+            );
+            return None;
+        };
+        let dir = tempfile::Builder::new().prefix("weft-gw-frr-").tempdir().unwrap();
+        let conf = r#"frr defaults traditional
+hostname weft-gw
+router bgp 65003
+ bgp router-id 10.255.0.3
+ no bgp ebgp-requires-policy
+ neighbor 127.0.0.2 remote-as 64512
+ neighbor 127.0.0.2 passive
+ neighbor 127.0.0.2 timers 3 9
+ neighbor 127.0.0.2 disable-connected-check
+ address-family ipv4 unicast
+  neighbor 127.0.0.2 activate
+ exit-address-family
+ address-family ipv4 vpn
+  neighbor 127.0.0.2 activate
+ exit-address-family
+"#;
+        std::fs::write(dir.path().join("bgpd.conf"), conf).unwrap();
+        let path = dir.path().display().to_string();
+        let log = std::fs::File::create(dir.path().join("bgpd.log")).unwrap();
+        let child = Command::new(bgpd)
+            .args([
+                "-f",
+                &format!("{path}/bgpd.conf"),
+                "-p",
+                &port.to_string(),
+                "-l",
+                "127.0.0.1",
+                "-Z",
+                "-S",
+                "-i",
+                &format!("{path}/bgpd.pid"),
+                "--vty_socket",
+                &path,
+                "-P",
+                "0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        Some(Bgpd { child, dir, vtysh })
+    }
+
+    async fn json(&self, command: &str) -> Option<Value> {
+        let out = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(&self.vtysh)
+                .args([
+                    "--vty_socket",
+                    &self.dir.path().display().to_string(),
+                    "-d",
+                    "bgpd",
+                    "-c",
+                    command,
+                ])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bgpd.log")).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_router_learns_pod_routes_with_the_hosting_node_as_next_hop() {
+    let port = free_port();
+    let Some(frr) = Bgpd::start(port) else { return };
+    let store: Arc<dyn weft_store::ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+    let c = Controller::open(store, "memory").await.unwrap();
+    let objects: Vec<Value> = vec![
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig", "metadata": {"name": "default"},
+               "spec": {"asn": 64512, "routerId": "10.255.0.1", "bgpListenAddress": "127.0.0.2",
+                        "bgpPort": free_port()}}),
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "BgpPeer", "metadata": {"name": "gw"},
+               "spec": {"address": "127.0.0.1", "port": port, "asn": 65003, "role": "router",
+                        "localAddress": "127.0.0.2"}}),
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}}),
+    ];
+    let report = c
+        .apply(
+            ApplyRequest {
+                documents: objects
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, object)| ManifestDocument {
+                        source: format!("test#{i}"),
+                        object,
+                    })
+                    .collect(),
+                namespace: None,
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.errors(), 0, "{report:#?}");
+    let ip = c
+        .derived(weft_model::DerivedKind::Interface, None)
+        .await
+        .into_iter()
+        .find_map(|d| match d {
+            weft_model::DerivedObject::Interface(i) => Some(i.ip),
+            _ => None,
+        })
+        .unwrap();
+    let task = tokio::spawn(weft_api::bgp::run(c.clone()));
+    let prefix = format!("{ip}/32");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (unicast, vpn) = loop {
+        let unicast = frr.json("show bgp ipv4 unicast json").await;
+        let vpn = frr.json("show bgp ipv4 vpn json").await;
+        let has_unicast = unicast.as_ref().is_some_and(|u| !u["routes"][&prefix].is_null());
+        let has_vpn = vpn
+            .as_ref()
+            .is_some_and(|v| !v["routes"]["routeDistinguishers"]["10.255.0.1:1"][&prefix].is_null());
+        if has_unicast && has_vpn {
+            break (unicast.unwrap(), vpn.unwrap());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "FRR did not learn {prefix}: unicast {unicast:?} vpn {vpn:?}\npeers {:#?}\n--- bgpd log ---\n{}",
+            weft_api::bgp::peers_report(&c).await,
+            frr.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let hop = &unicast["routes"][&prefix][0]["nexthops"][0]["ip"];
+    assert_eq!(hop, "192.0.2.11", "{unicast:#}");
+    let vpn_path = &vpn["routes"]["routeDistinguishers"]["10.255.0.1:1"][&prefix][0];
+    assert_eq!(vpn_path["nexthops"][0]["ip"], "192.0.2.11", "{vpn:#}");
+    c.close_streams();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("bgp task ends")
+        .unwrap();
+}
