@@ -769,6 +769,15 @@ impl Controller {
                             l.since.elapsed().as_secs()
                         ),
                     ),
+                    // Replicas on a shared (etcd) store each see only the agents that
+                    // watch them: an agent absent here may be connected to another one.
+                    None if self.store_name.starts_with("etcd://") => (
+                        "elsewhere",
+                        format!(
+                            "not watching this replica (controllers share the store {}; an agent watches one of them): ask the other replicas with `weft --server URL status`",
+                            self.store_name
+                        ),
+                    ),
                     None => (
                         "waiting",
                         format!(
@@ -1157,5 +1166,37 @@ mod tests {
         let gone = agent(&c.status().await);
         assert_eq!(gone.state, "waiting");
         assert!(gone.reason.contains("watch ended"), "{}", gone.reason);
+    }
+
+    #[tokio::test]
+    async fn ha_replica_reports_agents_it_does_not_serve_as_elsewhere() {
+        let store: Arc<dyn ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store, "etcd://127.0.0.1:2379/weft/")
+            .await
+            .expect("open");
+        let node = obj(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}));
+        c.ingest_kube(vec![KubeEvent::Change(InputChange::Upsert(node))])
+            .await
+            .expect("ingest");
+        let status = c.status().await;
+        let agent = status
+            .components
+            .iter()
+            .find(|x| x.component == "agent n1")
+            .expect("agent n1 component");
+        assert_eq!(agent.state, "elsewhere");
+        assert!(
+            agent.reason.contains("not watching this replica"),
+            "{}",
+            agent.reason
+        );
+        let _watch = c.agent_watch_started("n1");
+        let status = c.status().await;
+        let agent = status
+            .components
+            .iter()
+            .find(|x| x.component == "agent n1")
+            .expect("agent");
+        assert_eq!(agent.state, "ready");
     }
 }

@@ -527,7 +527,12 @@ pub async fn status(server: &str, args: StatusArgs) -> Result<ExitCode> {
             println!("  {}: {}", p.object, p.reason.clone().unwrap_or_default());
         }
     }
-    let ready = status.components.iter().all(|c| c.state == "ready");
+    // `standby` (BGP on an HA follower) and `elsewhere` (an agent watching another HA
+    // replica) are normal states of a healthy replicated controller.
+    let ready = status
+        .components
+        .iter()
+        .all(|c| matches!(c.state.as_str(), "ready" | "standby" | "elsewhere"));
     Ok(if ready {
         ExitCode::SUCCESS
     } else {
