@@ -862,6 +862,7 @@ pub async fn run_while_leader(controller: Arc<Controller>, mut leader: tokio::sy
     let mut rt = Runtime::default();
     let mut commits = controller.subscribe_commits();
     let mut closing = controller.subscribe_closing();
+    let mut leader_can_change = true;
     loop {
         if !*leader.borrow_and_update() {
             rt.stop().await;
@@ -900,7 +901,13 @@ pub async fn run_while_leader(controller: Arc<Controller>, mut leader: tokio::sy
             }
             () = event => {}
             () = tokio::time::sleep(TICK) => {}
-            _ = leader.changed() => {}
+            // A leadership that never changes (embedded store) has no sender left:
+            // stop polling it rather than spin on its error.
+            r = leader.changed(), if leader_can_change => {
+                if r.is_err() {
+                    leader_can_change = false;
+                }
+            }
             _ = closing.wait_for(|c| *c) => break,
         }
     }
