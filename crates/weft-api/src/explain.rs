@@ -478,25 +478,11 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::types::{ApplyRequest, ManifestDocument};
+    use crate::types::ApplyRequest;
 
     async fn apply(c: &Controller, objects: Vec<Value>) {
-        let documents = objects
-            .into_iter()
-            .enumerate()
-            .map(|(i, object)| ManifestDocument {
-                source: format!("test#{i}"),
-                object,
-            })
-            .collect();
         let report = c
-            .apply(
-                ApplyRequest {
-                    documents,
-                    namespace: None,
-                },
-                false,
-            )
+            .apply(ApplyRequest::from_objects("test", objects), false)
             .await
             .expect("apply");
         assert_eq!(report.errors(), 0, "{report:#?}");

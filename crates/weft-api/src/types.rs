@@ -23,6 +23,25 @@ pub struct ApplyRequest {
     pub namespace: Option<String>,
 }
 
+impl ApplyRequest {
+    /// A request carrying `objects` as documents named `<source>#<index>`, in order: what
+    /// programs (tests, the lab, benchmarks) send when they build objects themselves
+    /// rather than read them from files.
+    pub fn from_objects(source: &str, objects: impl IntoIterator<Item = serde_json::Value>) -> Self {
+        ApplyRequest {
+            documents: objects
+                .into_iter()
+                .enumerate()
+                .map(|(i, object)| ManifestDocument {
+                    source: format!("{source}#{i}"),
+                    object,
+                })
+                .collect(),
+            namespace: None,
+        }
+    }
+}
+
 /// Result for one document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DocumentResult {

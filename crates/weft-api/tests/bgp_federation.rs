@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use weft_api::Controller;
 use weft_api::bgp::BgpPeersReport;
-use weft_api::types::{ApplyRequest, ManifestDocument};
+use weft_api::types::ApplyRequest;
 use weft_model::node::{NextHop, NodeState, vtep_mac};
 use weft_model::{DerivedKind, DerivedObject};
 
@@ -30,22 +30,8 @@ async fn controller() -> Arc<Controller> {
 }
 
 async fn apply(c: &Controller, objects: Vec<Value>) {
-    let documents = objects
-        .into_iter()
-        .enumerate()
-        .map(|(i, object)| ManifestDocument {
-            source: format!("test#{i}"),
-            object,
-        })
-        .collect();
     let report = c
-        .apply(
-            ApplyRequest {
-                documents,
-                namespace: None,
-            },
-            false,
-        )
+        .apply(ApplyRequest::from_objects("test", objects), false)
         .await
         .expect("apply");
     assert_eq!(report.errors(), 0, "{report:#?}");
@@ -272,13 +258,10 @@ async fn two_clusters_exchange_vpnv4_routes_and_overlap_is_refused() {
 
     // Deleting the pod in cluster 2 withdraws its route from cluster 1's node state.
     c2.apply(
-        ApplyRequest {
-            documents: vec![ManifestDocument {
-                source: "delete".into(),
-                object: json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "dev"}}),
-            }],
-            namespace: None,
-        },
+        ApplyRequest::from_objects(
+            "delete",
+            [json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "dev"}})],
+        ),
         true,
     )
     .await

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use weft_api::Controller;
-use weft_api::types::{ApplyRequest, ManifestDocument};
+use weft_api::types::ApplyRequest;
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -152,20 +152,7 @@ async fn gateway_router_learns_pod_routes_with_the_hosting_node_as_next_hop() {
                "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}}),
     ];
     let report = c
-        .apply(
-            ApplyRequest {
-                documents: objects
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, object)| ManifestDocument {
-                        source: format!("test#{i}"),
-                        object,
-                    })
-                    .collect(),
-                namespace: None,
-            },
-            false,
-        )
+        .apply(ApplyRequest::from_objects("test", objects), false)
         .await
         .unwrap();
     assert_eq!(report.errors(), 0, "{report:#?}");

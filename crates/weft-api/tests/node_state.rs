@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use weft_api::Controller;
 use weft_api::client::ClientError;
 use weft_api::node_client::NodeStateClient;
-use weft_api::types::{ApplyRequest, ManifestDocument, NodeWatchLine};
+use weft_api::types::{ApplyRequest, NodeWatchLine};
 use weft_model::node::{NextHop, NodeState};
 use weft_model::{DerivedKind, DerivedObject, InputKind};
 
@@ -24,22 +24,8 @@ async fn controller() -> Arc<Controller> {
 }
 
 async fn apply(c: &Controller, objects: Vec<Value>) -> u64 {
-    let documents = objects
-        .into_iter()
-        .enumerate()
-        .map(|(i, object)| ManifestDocument {
-            source: format!("test#{i}"),
-            object,
-        })
-        .collect();
     let report = c
-        .apply(
-            ApplyRequest {
-                documents,
-                namespace: None,
-            },
-            false,
-        )
+        .apply(ApplyRequest::from_objects("test", objects), false)
         .await
         .expect("apply");
     assert_eq!(report.errors(), 0, "{report:#?}");

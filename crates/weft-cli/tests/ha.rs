@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weft_api::client::{ApiClient, ClientError};
-use weft_api::types::{ApplyRequest, ManifestDocument};
+use weft_api::types::ApplyRequest;
 use weft_model::DerivedObject;
 use weft_store::{EtcdServer, EtcdStore};
 
@@ -88,17 +88,7 @@ fn pod(ns: &str, name: &str) -> serde_json::Value {
 }
 
 fn request(objects: Vec<serde_json::Value>) -> ApplyRequest {
-    ApplyRequest {
-        documents: objects
-            .into_iter()
-            .enumerate()
-            .map(|(i, object)| ManifestDocument {
-                source: format!("test#{}", i + 1),
-                object,
-            })
-            .collect(),
-        namespace: None,
-    }
+    ApplyRequest::from_objects("test", objects)
 }
 
 async fn interfaces(client: &ApiClient) -> Vec<weft_model::InterfaceAttachment> {
