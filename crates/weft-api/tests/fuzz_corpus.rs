@@ -9,8 +9,9 @@
 
 use std::path::PathBuf;
 
-use weft_api::manifest::parse_manifest_text;
-use weft_model::input::InputObject;
+/// The fuzz target's body: how many input objects decoded.
+#[path = "../../../fuzz/bodies/manifest.rs"]
+mod target;
 
 #[test]
 fn every_manifest_corpus_input_parses_or_fails_cleanly() {
@@ -21,20 +22,8 @@ fn every_manifest_corpus_input_parses_or_fails_cleanly() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         seen += 1;
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            continue;
-        };
         let name = path.display().to_string();
-        let res = std::panic::catch_unwind(|| {
-            let mut n = 0;
-            for doc in parse_manifest_text(text, &name).into_iter().flatten() {
-                if let Ok(obj) = InputObject::from_value(doc.object) {
-                    n += 1;
-                    let _ = InputObject::from_value(obj.to_value());
-                }
-            }
-            n
-        });
+        let res = std::panic::catch_unwind(|| target::run(&bytes, &name));
         objects += res.unwrap_or_else(|_| panic!("corpus input {name} panics"));
     }
     assert!(seen >= 3, "the committed corpus is missing");

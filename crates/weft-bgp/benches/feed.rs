@@ -25,11 +25,14 @@
     reason = "benchmark binary"
 )]
 
+// The interop tests' helpers: daemons killed on drop, free ports, binaries, gobgpd config.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Daemon, LO, find_binary, free_port, gobgpd_config, gobgpd_neighbor};
 use weft_bgp::{PeerConfig, Prefix4, Route, Speaker, SpeakerConfig, State};
 
 const FEEDER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -37,6 +40,7 @@ const SINK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const FEEDER_AS: u32 = 65010;
 const DUT_AS: u32 = 65020;
 const SINK_AS: u32 = 65030;
+const DUT_ID: Ipv4Addr = Ipv4Addr::new(10, 255, 1, 2);
 const LIMIT: Duration = Duration::from_secs(300);
 
 fn main() {
@@ -82,11 +86,7 @@ fn run_weft_dut(port: u16) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let cfg = SpeakerConfig::new(
-            DUT_AS,
-            Ipv4Addr::new(10, 255, 1, 2),
-            Some(SocketAddr::new(lo(), port)),
-        );
+        let cfg = SpeakerConfig::new(DUT_AS, DUT_ID, Some(SocketAddr::new(LO, port)));
         let s = Speaker::new(cfg).await.expect("DUT speaker");
         for (addr, asn) in [(FEEDER, FEEDER_AS), (SINK, SINK_AS)] {
             s.add_peer(PeerConfig {
@@ -100,122 +100,62 @@ fn run_weft_dut(port: u16) {
     });
 }
 
-fn lo() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::LOCALHOST)
-}
-
-/// The DUT process (killed on drop) and its temp dir (removed after it).
-struct Guard(
-    Child,
-    #[allow(dead_code, reason = "held for its Drop")] Option<tempfile::TempDir>,
-);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn find(name: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/usr/sbin", "/usr/lib/frr", "/usr/local/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-fn spawn(
-    bin: &Path,
-    args: &[&str],
-    dir: tempfile::TempDir,
-    env: Option<(&str, String)>,
-) -> Result<Guard, String> {
-    let log = std::fs::File::create(dir.path().join("dut.log")).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
-        .stderr(Stdio::from(log));
-    if let Some((k, v)) = env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
-    Ok(Guard(child, Some(dir)))
-}
-
 /// Starts the DUT on 127.0.0.1:`port`.
-fn start_dut(dut: &str, port: u16) -> Result<Guard, String> {
+fn start_dut(dut: &str, port: u16) -> Result<Daemon, String> {
     let dir = tempfile::Builder::new()
         .prefix("weft-bench-")
         .tempdir()
         .map_err(|e| e.to_string())?;
     let d = dir.path().to_string_lossy().into_owned();
     let missing = |b: &str| format!("{b} not installed (scripts/install-deps)");
+    let spawn = |bin: &std::path::Path, args: &[&str], env: &[(&str, &str)], dir| {
+        Daemon::spawn_with_env("dut", bin, args, env, dir).map_err(|e| format!("{}: {e}", bin.display()))
+    };
     match dut {
         "weft" => {
             let me = std::env::current_exe().map_err(|e| e.to_string())?;
-            spawn(&me, &[], dir, Some(("WEFT_BGP_BENCH_DUT", port.to_string())))
+            spawn(&me, &[], &[("WEFT_BGP_BENCH_DUT", &port.to_string())], dir)
         }
         "gobgp" => {
-            let bin = find("gobgpd").ok_or_else(|| missing("gobgpd"))?;
-            let conf = format!(
-                r#"[global.config]
-  as = {DUT_AS}
-  router-id = "10.255.1.2"
-  port = {port}
-  local-address-list = ["127.0.0.1"]
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{FEEDER}"
-    peer-as = {FEEDER_AS}
-  [neighbors.transport.config]
-    passive-mode = true
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{SINK}"
-    peer-as = {SINK_AS}
-  [neighbors.transport.config]
-    passive-mode = true
-"#
+            let bin = find_binary("gobgpd").ok_or_else(|| missing("gobgpd"))?;
+            let conf = gobgpd_config(
+                DUT_AS,
+                DUT_ID,
+                port,
+                &[
+                    gobgpd_neighbor(FEEDER.into(), FEEDER_AS, None, ""),
+                    gobgpd_neighbor(SINK.into(), SINK_AS, None, ""),
+                ],
             );
             std::fs::write(dir.path().join("gobgpd.toml"), conf).map_err(|e| e.to_string())?;
             let api = format!("127.0.0.1:{}", free_port());
             spawn(
                 &bin,
                 &["-f", "gobgpd.toml", "--api-hosts", &api, "--pprof-disable", "-p"],
+                &[],
                 dir,
-                None,
             )
         }
         "bird" => {
-            let bin = find("bird").ok_or_else(|| missing("bird2"))?;
+            let bin = find_binary("bird").ok_or_else(|| missing("bird2"))?;
             let peer = |name: &str, addr: Ipv4Addr, asn: u32| {
                 format!(
                     "protocol bgp {name} {{\n  local 127.0.0.1 port {port} as {DUT_AS};\n  neighbor {addr} as {asn};\n  passive on;\n  multihop;\n  ipv4 {{ import all; export all; next hop self; }};\n}}\n"
                 )
             };
             let conf = format!(
-                "router id 10.255.1.2;\nprotocol device {{ }}\n{}{}",
+                "router id {DUT_ID};\nprotocol device {{ }}\n{}{}",
                 peer("feeder", FEEDER, FEEDER_AS),
                 peer("sink", SINK, SINK_AS)
             );
             std::fs::write(dir.path().join("bird.conf"), conf).map_err(|e| e.to_string())?;
             let sock = format!("{d}/bird.ctl");
-            spawn(&bin, &["-c", "bird.conf", "-s", &sock, "-f"], dir, None)
+            spawn(&bin, &["-c", "bird.conf", "-s", &sock, "-f"], &[], dir)
         }
         "frr" => {
-            let bin = find("bgpd").ok_or_else(|| missing("frr"))?;
+            let bin = find_binary("bgpd").ok_or_else(|| missing("frr"))?;
             let conf = format!(
-                "frr defaults traditional\nlog stdout informational\nrouter bgp {DUT_AS}\n bgp router-id 10.255.1.2\n no bgp ebgp-requires-policy\n neighbor {FEEDER} remote-as {FEEDER_AS}\n neighbor {FEEDER} passive\n neighbor {FEEDER} disable-connected-check\n neighbor {SINK} remote-as {SINK_AS}\n neighbor {SINK} passive\n neighbor {SINK} disable-connected-check\n"
+                "frr defaults traditional\nlog stdout informational\nrouter bgp {DUT_AS}\n bgp router-id {DUT_ID}\n no bgp ebgp-requires-policy\n neighbor {FEEDER} remote-as {FEEDER_AS}\n neighbor {FEEDER} passive\n neighbor {FEEDER} disable-connected-check\n neighbor {SINK} remote-as {SINK_AS}\n neighbor {SINK} passive\n neighbor {SINK} disable-connected-check\n"
             );
             std::fs::write(dir.path().join("bgpd.conf"), conf).map_err(|e| e.to_string())?;
             let (c, p, port_s) = (
@@ -241,8 +181,8 @@ fn start_dut(dut: &str, port: u16) -> Result<Guard, String> {
                     "-P",
                     "0",
                 ],
+                &[],
                 dir,
-                None,
             )
         }
         other => Err(format!("unknown DUT {other} (weft, bird, frr, gobgp)")),
@@ -281,14 +221,14 @@ async fn wait_established(s: &Speaker, what: &str) -> Result<(), String> {
 async fn run_one(dut: &str, n: usize) -> Result<(f64, u64), String> {
     let port = free_port();
     let guard = start_dut(dut, port)?;
-    let pid = guard.0.id();
+    let pid = guard.id();
     let peer = |local: Ipv4Addr| PeerConfig {
         port,
         local_address: Some(IpAddr::V4(local)),
         connect_retry_secs: 1,
         idle_hold_secs: 1,
         families: vec![weft_bgp::Family::Ipv4Unicast],
-        ..PeerConfig::new(lo(), DUT_AS)
+        ..PeerConfig::new(LO, DUT_AS)
     };
     let sink = Speaker::new(SpeakerConfig::new(SINK_AS, Ipv4Addr::new(10, 255, 1, 3), None))
         .await
@@ -323,15 +263,9 @@ async fn run_one(dut: &str, n: usize) -> Result<(f64, u64), String> {
             break;
         }
         if start.elapsed() > LIMIT {
-            let log = guard
-                .1
-                .as_ref()
-                .and_then(|d| std::fs::read_to_string(d.path().join("dut.log")).ok())
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
             return Err(format!(
                 "only {got} of {n} prefixes at the sink after {LIMIT:?}; DUT log tail:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                guard.log()
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

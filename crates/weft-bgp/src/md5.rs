@@ -11,17 +11,17 @@
 //! kernel's `struct tcp_md5sig` laid out here because the `libc` crate does not define it.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-/// The longest key Linux accepts (`TCP_MD5SIG_MAXKEYLEN`).
-pub const MAX_KEY_LEN: usize = 80;
+/// The longest key Linux accepts.
+pub const MAX_KEY_LEN: usize = libc::TCP_MD5SIG_MAXKEYLEN;
 
 /// `struct tcp_md5sig` from `<linux/tcp.h>` (216 bytes).
 #[repr(C)]
 struct TcpMd5Sig {
-    /// The peer's address (`struct __kernel_sockaddr_storage`, 128 bytes, 8-aligned).
-    addr: libc::sockaddr_storage,
+    /// The peer's address.
+    addr: SockaddrStorage,
     /// `TCP_MD5SIG_FLAG_*`; 0: match `addr` exactly, any interface.
     flags: u8,
     /// Prefix length (only with `TCP_MD5SIG_FLAG_PREFIX`).
@@ -67,7 +67,7 @@ pub fn set_key(
         (a, _) => a,
     };
     let mut sig = TcpMd5Sig {
-        addr: sockaddr_storage(SocketAddr::new(peer, 0)),
+        addr: SockaddrStorage::new(peer),
         flags: 0,
         prefixlen: 0,
         keylen: key.len() as u16,
@@ -95,63 +95,28 @@ pub fn set_key(
     }
 }
 
-/// `addr` as a zero-padded `sockaddr_storage` (port 0: the kernel ignores it).
-fn sockaddr_storage(addr: SocketAddr) -> libc::sockaddr_storage {
-    // Built field by field in safe code: start from a zeroed storage by value.
-    let mut storage = zeroed_storage();
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            write_prefix(&mut storage, &sin);
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            write_prefix(&mut storage, &sin6);
-        }
-    }
-    storage
-}
+/// `struct __kernel_sockaddr_storage`: 128 bytes, 8-aligned. Filled byte by byte in safe
+/// code with a `sockaddr_in` / `sockaddr_in6` (port, flow info and scope id 0: the kernel
+/// matches keys on the family and the address only).
+#[repr(C, align(8))]
+struct SockaddrStorage([u8; 128]);
 
-fn zeroed_storage() -> libc::sockaddr_storage {
-    #[allow(unsafe_code, reason = "sockaddr_storage has private padding fields")]
-    // SAFETY: sockaddr_storage is a C struct of integers and byte arrays; all-zero bytes
-    // are a valid value of it.
-    unsafe {
-        std::mem::zeroed()
-    }
-}
-
-/// Copies a `sockaddr_in`/`sockaddr_in6` into the front of `storage`.
-fn write_prefix<T>(storage: &mut libc::sockaddr_storage, value: &T) {
-    const { assert!(std::mem::size_of::<T>() <= std::mem::size_of::<libc::sockaddr_storage>()) };
-    #[allow(
-        unsafe_code,
-        reason = "reinterpreting a sockaddr as the front of sockaddr_storage"
-    )]
-    // SAFETY: T is sockaddr_in or sockaddr_in6 (plain C structs), no larger than
-    // sockaddr_storage (checked above), which is designed to hold any of them; the regions
-    // do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            std::ptr::from_ref(value).cast::<u8>(),
-            std::ptr::from_mut(storage).cast::<u8>(),
-            std::mem::size_of::<T>(),
-        );
+impl SockaddrStorage {
+    fn new(addr: IpAddr) -> Self {
+        let mut s = [0u8; 128];
+        match addr {
+            IpAddr::V4(a) => {
+                s[..2].copy_from_slice(&(libc::AF_INET as libc::sa_family_t).to_ne_bytes());
+                // sin_port (2..4), then sin_addr.
+                s[4..8].copy_from_slice(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                s[..2].copy_from_slice(&(libc::AF_INET6 as libc::sa_family_t).to_ne_bytes());
+                // sin6_port (2..4), sin6_flowinfo (4..8), then sin6_addr.
+                s[8..24].copy_from_slice(&a.octets());
+            }
+        }
+        Self(s)
     }
 }
 
@@ -162,6 +127,24 @@ mod tests {
     #[test]
     fn the_struct_has_the_kernel_layout() {
         assert_eq!(std::mem::size_of::<TcpMd5Sig>(), 216);
+        assert_eq!(std::mem::align_of::<TcpMd5Sig>(), 8);
+    }
+
+    #[test]
+    fn an_ipv6_socket_takes_ipv4_peers_mapped_and_ipv6_peers() {
+        // The kernel checks the address family against the socket's: a wrong family or
+        // layout is refused (EINVAL).
+        let Ok(l) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 on this host
+        };
+        for peer in ["127.0.0.9", "2001:db8::9"] {
+            let peer: IpAddr = peer.parse().unwrap();
+            set_key(&l, true, peer, Some("s3cret")).unwrap();
+            set_key(&l, true, peer, None).unwrap();
+        }
+        // An IPv4 address on an IPv6 socket without the mapping is refused.
+        let peer: IpAddr = "127.0.0.9".parse().unwrap();
+        assert!(set_key(&l, false, peer, Some("s3cret")).is_err());
     }
 
     #[test]

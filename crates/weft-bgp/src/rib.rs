@@ -142,8 +142,9 @@ struct Exported {
 }
 
 /// The paths of one destination, ordered by source: a sorted `Vec`, because almost every
-/// destination has one or two paths and a `BTreeMap` node per destination costs ~450
-/// bytes (the route-feed benchmark, benches/feed.rs, measures the difference).
+/// destination has one or two paths, while a `BTreeMap` allocates a whole leaf node (room
+/// for 11 entries) per destination. The capacity grows one path at a time and is not
+/// shrunk on removal (a withdrawal must not reallocate; the set goes when it empties).
 #[derive(Debug, Clone, Default)]
 struct PathSet(Vec<Path>);
 
@@ -160,10 +161,9 @@ impl PathSet {
         self.position(src).ok().map(|i| &mut self.0[i])
     }
 
-    /// Inserts or replaces the path from `src` (which must be `path.source`).
-    fn insert(&mut self, src: PathSource, path: Path) {
-        debug_assert_eq!(src, path.source);
-        match self.position(&src) {
+    /// Inserts or replaces the path from `path.source`.
+    fn insert(&mut self, path: Path) {
+        match self.position(&path.source) {
             Ok(i) => self.0[i] = path,
             Err(i) => {
                 self.0.reserve_exact(1);
@@ -174,9 +174,7 @@ impl PathSet {
 
     fn remove(&mut self, src: &PathSource) -> Option<Path> {
         let i = self.position(src).ok()?;
-        let removed = self.0.remove(i);
-        self.0.shrink_to_fit();
-        Some(removed)
+        Some(self.0.remove(i))
     }
 
     fn is_empty(&self) -> bool {
@@ -414,7 +412,7 @@ impl Rib {
                             label: nlri.label(),
                             stale: false,
                         };
-                        self.paths.entry(key).or_default().insert(src, path);
+                        self.paths.entry(key).or_default().insert(path);
                         self.by_peer.entry(peer).or_default().insert(key);
                         changes.adj_in.push(AdjInChange::Announced {
                             peer,
@@ -517,7 +515,7 @@ impl Rib {
             label,
             stale: false,
         };
-        self.paths.entry(key).or_default().insert(PathSource::Local, path);
+        self.paths.entry(key).or_default().insert(path);
         self.decide(&[key])
     }
 

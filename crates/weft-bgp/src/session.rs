@@ -117,6 +117,8 @@ pub(crate) struct Endpoint {
 }
 
 struct Conn {
+    /// We initiated this connection (for collision resolution).
+    outbound: bool,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     local: SocketAddr,
@@ -131,8 +133,6 @@ struct Session {
     conn: Option<Conn>,
     buf: Vec<u8>,
     connecting: Option<JoinHandle<io::Result<TcpStream>>>,
-    /// The current connection is the one we initiated (for collision resolution).
-    conn_outbound: bool,
     /// A second connection from the peer whose OPEN is being read (collision).
     pending: Option<JoinHandle<PendingOpen>>,
     deadlines: [Option<Instant>; 4],
@@ -188,7 +188,6 @@ pub(crate) async fn run(
             conn: None,
             buf: Vec::new(),
             connecting: None,
-            conn_outbound: false,
             pending: None,
             deadlines: [None; 4],
             generation: 0,
@@ -207,12 +206,7 @@ pub(crate) async fn run(
             Ok(()) => return,
             Err(_) => {
                 warn!(%peer, "session task panicked; resetting the session");
-                if let Some(h) = session.connecting.take() {
-                    h.abort();
-                }
-                if let Some(h) = session.pending.take() {
-                    h.abort();
-                }
+                session.abort_tasks();
                 let _ = session.events_tx.send(SessionEvent::Down {
                     peer,
                     was_established: session.established,
@@ -309,25 +303,13 @@ impl Session {
                 cmd = cmd_rx.recv() => match cmd {
                     None | Some(SessionCmd::Shutdown) => {
                         self.feed(Input::Stop).await;
-                        if let Some(h) = self.connecting.take() {
-                            h.abort();
-                        }
-                        if let Some(h) = self.pending.take() {
-                            h.abort();
-                        }
+                        self.abort_tasks();
                         return;
                     }
                     Some(SessionCmd::Abort(done)) => {
-                        if let Some(h) = self.connecting.take() {
-                            h.abort();
-                        }
-                        if let Some(h) = self.pending.take() {
-                            h.abort();
-                        }
-                        if let Some(conn) = self.conn.take() {
-                            // Dropping both halves closes the socket; no NOTIFICATION.
-                            drop(conn);
-                        }
+                        self.abort_tasks();
+                        // Dropping both halves closes the socket; no NOTIFICATION.
+                        self.conn = None;
                         let _ = done.send(());
                         return;
                     }
@@ -353,8 +335,7 @@ impl Session {
                     self.connecting = None;
                     match res {
                         Ok(stream) => {
-                            self.attach(stream);
-                            self.conn_outbound = true;
+                            self.attach(stream, true);
                             self.feed(Input::TcpConnected).await;
                         }
                         Err(e) => {
@@ -392,7 +373,18 @@ impl Session {
         }
     }
 
-    fn attach(&mut self, stream: TcpStream) {
+    /// Stops the connect attempt and the colliding connection's OPEN reader, if any.
+    fn abort_tasks(&mut self) {
+        if let Some(h) = self.connecting.take() {
+            h.abort();
+        }
+        if let Some(h) = self.pending.take() {
+            h.abort();
+        }
+    }
+
+    /// Makes `stream` the session's connection; `outbound`: we initiated it.
+    fn attach(&mut self, stream: TcpStream, outbound: bool) {
         let _ = stream.set_nodelay(true);
         let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
             return;
@@ -404,20 +396,14 @@ impl Session {
             writer,
             local,
             remote,
+            outbound,
         });
     }
 
     async fn inbound(&mut self, stream: TcpStream) {
         let state = self.fsm.state();
         if matches!(state, State::Connect | State::Active) && self.conn.is_none() {
-            if let Some(h) = self.connecting.take() {
-                h.abort();
-            }
-            self.attach(stream);
-            self.conn_outbound = false;
-            if self.conn.is_some() {
-                self.feed(Input::TcpConnected).await;
-            }
+            self.take_inbound(stream).await;
             return;
         }
         if matches!(state, State::OpenSent | State::OpenConfirm) && self.pending.is_none() {
@@ -456,7 +442,7 @@ impl Session {
             true
         } else if matches!(state, State::OpenSent | State::OpenConfirm) {
             // Keep the connection initiated by the speaker with the higher identifier.
-            self.conn_outbound && remote_id > local_id
+            self.conn.as_ref().is_some_and(|c| c.outbound) && remote_id > local_id
         } else {
             false
         };
@@ -471,22 +457,29 @@ impl Session {
         } else if state == State::Idle {
             self.feed(Input::Start).await;
         }
-        if let Some(h) = self.connecting.take() {
-            h.abort();
-        }
         if !matches!(self.fsm.state(), State::Connect | State::Active) {
             reject(stream, notif::CEASE_CONNECTION_REJECTED).await;
             return;
         }
-        self.attach(stream);
-        self.conn_outbound = false;
+        if self.take_inbound(stream).await {
+            self.feed(Input::MessageReceived(Message::Open(open))).await;
+            self.buf = rest;
+            self.drain_frames().await;
+        }
+    }
+
+    /// Makes `stream`, a connection the peer initiated, the session's connection (the FSM
+    /// is in Connect or Active): our own connect attempt stops. False if it is unusable.
+    async fn take_inbound(&mut self, stream: TcpStream) -> bool {
+        if let Some(h) = self.connecting.take() {
+            h.abort();
+        }
+        self.attach(stream, false);
         if self.conn.is_none() {
-            return;
+            return false;
         }
         self.feed(Input::TcpConnected).await;
-        self.feed(Input::MessageReceived(Message::Open(open))).await;
-        self.buf = rest;
-        self.drain_frames().await;
+        true
     }
 
     async fn drain_frames(&mut self) {

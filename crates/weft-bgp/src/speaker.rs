@@ -268,7 +268,7 @@ impl Speaker {
     /// Binds the listener (if configured) and starts the owner task.
     pub async fn new(config: SpeakerConfig) -> Result<Self, SpeakerError> {
         let listener = match config.listen {
-            Some(addr) => Some(Arc::new(TcpListener::bind(addr).await?)),
+            Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -282,13 +282,13 @@ impl Speaker {
                 cluster_id: config.cluster_id,
             }),
             config,
-            listener: listener.clone(),
+            listener,
             peers: BTreeMap::new(),
             next_id: 1,
             events_tx: events_tx.clone(),
             session_tx,
         };
-        tokio::spawn(owner.run(api_rx, session_rx, listener));
+        tokio::spawn(owner.run(api_rx, session_rx));
         Ok(Self {
             api_tx,
             events_tx,
@@ -397,8 +397,8 @@ struct PeerEntry {
 
 struct Owner {
     config: SpeakerConfig,
-    /// The listening socket, shared with the accept loop, for installing MD5 keys.
-    listener: Option<Arc<TcpListener>>,
+    /// The listening socket (MD5 keys are installed on it).
+    listener: Option<TcpListener>,
     rib: Rib,
     peers: BTreeMap<PeerId, PeerEntry>,
     next_id: u32,
@@ -406,7 +406,7 @@ struct Owner {
     session_tx: mpsc::UnboundedSender<SessionEvent>,
 }
 
-async fn accept(listener: &Option<Arc<TcpListener>>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(listener: &Option<TcpListener>) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
         Some(l) => l.accept().await,
         None => std::future::pending().await,
@@ -425,7 +425,6 @@ impl Owner {
         mut self,
         mut api_rx: mpsc::UnboundedReceiver<ApiCmd>,
         mut session_rx: mpsc::UnboundedReceiver<SessionEvent>,
-        listener: Option<Arc<TcpListener>>,
     ) {
         loop {
             let stale = self.peers.values().filter_map(|p| p.stale_deadline).min();
@@ -441,24 +440,14 @@ impl Owner {
                         return;
                     }
                     Some(ApiCmd::ShutdownForRestart(reply)) => {
-                        let mut done = Vec::new();
-                        for p in self.peers.values() {
-                            let (tx, rx) = oneshot::channel();
-                            if p.cmd_tx.send(SessionCmd::Abort(tx)).is_ok() {
-                                done.push(rx);
-                            }
-                        }
-                        // The sockets are closed when every session task has acknowledged.
-                        for rx in done {
-                            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
-                        }
+                        self.abort_sessions().await;
                         let _ = reply.send(());
                         return;
                     }
                     Some(cmd) => self.api(cmd),
                 },
                 Some(ev) = session_rx.recv() => self.session_event(ev),
-                res = accept(&listener) => match res {
+                res = accept(&self.listener) => match res {
                     Ok((stream, remote)) => self.inbound(stream, remote),
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -473,6 +462,21 @@ impl Owner {
     fn shutdown(&mut self) {
         for p in self.peers.values() {
             let _ = p.cmd_tx.send(SessionCmd::Shutdown);
+        }
+    }
+
+    /// Closes every session without a NOTIFICATION; returns once each session task has
+    /// acknowledged (its socket is closed then), waiting at most 5 s for each.
+    async fn abort_sessions(&mut self) {
+        let mut done = Vec::new();
+        for p in self.peers.values() {
+            let (tx, rx) = oneshot::channel();
+            if p.cmd_tx.send(SessionCmd::Abort(tx)).is_ok() {
+                done.push(rx);
+            }
+        }
+        for rx in done {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
         }
     }
 
@@ -535,22 +539,29 @@ impl Owner {
     /// Installs the peer's MD5 key on the listener, so its inbound connections are
     /// signed and checked (RFC 2385); a no-op without a password or a listener.
     fn set_listener_key(&self, config: &PeerConfig) -> Result<(), SpeakerError> {
-        if let (Some(l), Some(pw)) = (&self.listener, &config.password) {
-            let v6 = l.local_addr().is_ok_and(|a| a.is_ipv6());
-            crate::md5::set_key(l.as_ref(), v6, config.address, Some(pw)).map_err(|e| {
-                SpeakerError::InvalidConfig(format!(
-                    "peer {}: cannot set the TCP MD5 key on the listener: {e}",
-                    config.address
-                ))
-            })?;
-        }
-        Ok(())
+        let Some(pw) = &config.password else {
+            return Ok(());
+        };
+        self.listener_key(config.address, Some(pw)).map_err(|e| {
+            SpeakerError::InvalidConfig(format!(
+                "peer {}: cannot set the TCP MD5 key on the listener: {e}",
+                config.address
+            ))
+        })
+    }
+
+    /// Installs (`Some`) or removes (`None`) the MD5 key for `address` on the listener.
+    fn listener_key(&self, address: IpAddr, password: Option<&str>) -> io::Result<()> {
+        let Some(l) = &self.listener else {
+            return Ok(());
+        };
+        let v6 = l.local_addr().is_ok_and(|a| a.is_ipv6());
+        crate::md5::set_key(l, v6, address, password)
     }
 
     /// Removes a removed peer's MD5 key from the listener unless another peer at the same
     /// address still uses one.
     fn remove_listener_key(&self, config: &PeerConfig) {
-        let Some(l) = &self.listener else { return };
         if config.password.is_none() {
             return;
         }
@@ -563,8 +574,7 @@ impl Owner {
             let _ = self.set_listener_key(&other.config);
             return;
         }
-        let v6 = l.local_addr().is_ok_and(|a| a.is_ipv6());
-        if let Err(e) = crate::md5::set_key(l.as_ref(), v6, config.address, None) {
+        if let Err(e) = self.listener_key(config.address, None) {
             warn!(address = %config.address, error = %e, "cannot remove the TCP MD5 key from the listener");
         }
     }

@@ -19,14 +19,13 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use common::*;
 use weft_bgp::{Family, PeerId, Prefix4, Route, RouteKey, Speaker, SpeakerEvent, State};
 
 const BIRD_AS: u32 = 65002;
-const WEFT_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 struct Bird {
     daemon: Daemon,

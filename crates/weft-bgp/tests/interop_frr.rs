@@ -16,7 +16,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use common::*;
@@ -27,7 +27,6 @@ use weft_bgp::{
 };
 
 const FRR_AS: u32 = 65003;
-const WEFT_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
 struct Frr {
     daemon: Daemon,

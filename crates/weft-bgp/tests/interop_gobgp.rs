@@ -16,7 +16,6 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
@@ -25,117 +24,26 @@ use weft_bgp::{
     Vpnv4Route,
 };
 
-const GOBGP_AS: u32 = 65001;
-const WEFT_LOCAL: std::net::IpAddr = std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
-struct GoBgp {
-    daemon: Daemon,
-    cli: PathBuf,
-    api_port: u16,
-    bgp_port: u16,
-}
-
 impl GoBgp {
-    /// Starts gobgpd, or returns `None` (test skipped) when it is not installed.
-    fn start() -> Option<Self> {
-        let gobgpd = require("gobgpd", "gobgpd")?;
-        let cli = require("gobgp", "gobgpd")?;
-        let dir = tempfile::Builder::new()
-            .prefix("weft-gobgp-")
-            .tempdir()
-            .expect("temp dir");
-        let (bgp_port, api_port) = (free_port(), free_port());
-        let conf = format!(
-            r#"
-[global.config]
-  as = {GOBGP_AS}
-  router-id = "10.255.0.2"
-  port = {bgp_port}
-  local-address-list = ["127.0.0.1"]
-
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "127.0.0.2"
-    peer-as = {WEFT_AS}
-  [neighbors.transport.config]
-    passive-mode = true
-  [neighbors.timers.config]
-    hold-time = 9
-    keepalive-interval = 3
-    connect-retry = 1
-    idle-hold-time-after-reset = 1
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "ipv4-unicast"
-  [[neighbors.afi-safis]]
-    [neighbors.afi-safis.config]
-      afi-safi-name = "l3vpn-ipv4-unicast"
-"#
-        );
-        std::fs::write(dir.path().join("gobgpd.toml"), conf).expect("write config");
-        let api = format!("127.0.0.1:{api_port}");
-        let daemon = Daemon::spawn(
-            "gobgpd",
-            &gobgpd,
-            &[
-                "-f",
-                "gobgpd.toml",
-                "--api-hosts",
-                &api,
-                "--pprof-disable",
-                "-p",
-                "-l",
-                "debug",
-            ],
-            dir,
-        )
-        .expect("gobgpd starts");
-        Some(Self {
-            daemon,
-            cli,
-            api_port,
-            bgp_port,
-        })
-    }
-
-    async fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let port = self.api_port.to_string();
-        let mut all = vec!["-u", "127.0.0.1", "-p", &port];
-        all.extend_from_slice(args);
-        run(&self.cli, &all).await
-    }
-
-    async fn json(&self, args: &[&str]) -> Option<Value> {
-        let mut all = vec!["-j"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.cli(&all).await.ok()?).ok()
-    }
-
     /// GoBGP's Loc-RIB for `family` ("ipv4" or "vpnv4"), keyed by destination.
     async fn rib(&self, family: &str) -> Option<Value> {
         self.json(&["global", "rib", "-a", family]).await
-    }
-
-    async fn established(&self) -> bool {
-        self.json(&["neighbor"])
-            .await
-            .is_some_and(|v| v[0]["state"]["session_state"] == 6)
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        eventually("gobgpd's API", || async {
-            self.cli(&["global"]).await.ok().map(|_| ())
-        })
-        .await
     }
 }
 
 /// Starts gobgpd and a weft speaker peered with it; `None` when skipped.
 async fn setup(hook: Option<fn(&[u8])>) -> Option<(GoBgp, Speaker, PeerId)> {
-    let gobgp = GoBgp::start()?;
+    let gobgp = GoBgp::start(
+        None,
+        r#"  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "l3vpn-ipv4-unicast"
+"#,
+    )?;
     let weft = weft_speaker(hook).await;
-    // weft connects from 127.0.0.2 so that its next-hop-self differs from GoBGP's own
-    // address (GoBGP rejects a NEXT_HOP equal to its own address, RFC 4271 §6.3).
     let mut cfg = daemon_peer(gobgp.bgp_port, GOBGP_AS);
     cfg.local_address = Some(WEFT_LOCAL);
     let peer = weft.add_peer(cfg).await.unwrap();

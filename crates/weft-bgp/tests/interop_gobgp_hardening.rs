@@ -18,61 +18,21 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
 use weft_bgp::{PeerConfig, PeerId, Prefix4, Route, Speaker, SpeakerConfig, State};
 
-const GOBGP_AS: u32 = 65001;
-const WEFT_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 /// Our restart time in the GR tests: long enough for a restart under load, short enough
 /// for the "does not come back" case.
 const RESTART_SECS: u16 = 8;
 
-struct GoBgp {
-    daemon: Daemon,
-    cli: PathBuf,
-    api_port: u16,
-    bgp_port: u16,
-}
-
-impl GoBgp {
-    /// gobgpd as GR helper for weft, with an MD5 password if given; `None` when not
-    /// installed.
-    fn start(password: Option<&str>) -> Option<Self> {
-        let gobgpd = require("gobgpd", "gobgpd")?;
-        let cli = require("gobgp", "gobgpd")?;
-        let dir = tempfile::Builder::new()
-            .prefix("weft-gobgp-hard-")
-            .tempdir()
-            .expect("temp dir");
-        let (bgp_port, api_port) = (free_port(), free_port());
-        let auth = password
-            .map(|p| format!("    auth-password = \"{p}\"\n"))
-            .unwrap_or_default();
-        let conf = format!(
-            r#"
-[global.config]
-  as = {GOBGP_AS}
-  router-id = "10.255.0.2"
-  port = {bgp_port}
-  local-address-list = ["127.0.0.1"]
-
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "127.0.0.2"
-    peer-as = {WEFT_AS}
-{auth}  [neighbors.transport.config]
-    passive-mode = true
-  [neighbors.timers.config]
-    hold-time = 9
-    keepalive-interval = 3
-    connect-retry = 1
-    idle-hold-time-after-reset = 1
-  [neighbors.graceful-restart.config]
+/// gobgpd as GR helper for weft, with an MD5 password if given; `None` when not installed.
+fn start_gobgp(password: Option<&str>) -> Option<GoBgp> {
+    GoBgp::start(
+        password,
+        r#"  [neighbors.graceful-restart.config]
     enabled = true
     restart-time = 30
     helper-only = true
@@ -81,58 +41,15 @@ impl GoBgp {
       afi-safi-name = "ipv4-unicast"
     [neighbors.afi-safis.mp-graceful-restart.config]
       enabled = true
-"#
-        );
-        std::fs::write(dir.path().join("gobgpd.toml"), conf).expect("write config");
-        let api = format!("127.0.0.1:{api_port}");
-        let daemon = Daemon::spawn(
-            "gobgpd",
-            &gobgpd,
-            &[
-                "-f",
-                "gobgpd.toml",
-                "--api-hosts",
-                &api,
-                "--pprof-disable",
-                "-p",
-                "-l",
-                "debug",
-            ],
-            dir,
-        )
-        .expect("gobgpd starts");
-        Some(Self {
-            daemon,
-            cli,
-            api_port,
-            bgp_port,
-        })
-    }
+"#,
+    )
+}
 
-    async fn json(&self, args: &[&str]) -> Option<Value> {
-        let port = self.api_port.to_string();
-        let mut all = vec!["-u", "127.0.0.1", "-p", &port, "-j"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&run(&self.cli, &all).await.ok()?).ok()
-    }
-
+impl GoBgp {
     async fn has_route(&self, prefix: &str) -> bool {
         self.json(&["global", "rib", "-a", "ipv4"])
             .await
             .is_some_and(|rib| rib.get(prefix).is_some())
-    }
-
-    async fn established(&self) -> bool {
-        self.json(&["neighbor"])
-            .await
-            .is_some_and(|v| v[0]["state"]["session_state"] == 6)
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        eventually("gobgpd's API", || async {
-            self.json(&["global"]).await.map(|_| ())
-        })
-        .await
     }
 }
 
@@ -164,6 +81,21 @@ async fn weft_with_route(gobgp: &GoBgp, restarted: bool, prefix: &str) -> (Speak
     (weft, id)
 }
 
+/// A fresh weft speaker advertises `route` to gobgpd, then goes down without a
+/// NOTIFICATION, as a crashed or upgrading controller. Returns when it went down.
+async fn advertise_then_go_down(gobgp: &GoBgp, route: &str) -> Result<std::time::Instant, String> {
+    gobgp.ready().await?;
+    let (weft, id) = weft_with_route(gobgp, false, route).await;
+    wait_state(&weft, id, State::Established).await?;
+    eventually("the route in GoBGP", || async {
+        gobgp.has_route(route).await.then_some(())
+    })
+    .await?;
+    let down_at = std::time::Instant::now();
+    weft.shutdown_for_restart().await;
+    Ok(down_at)
+}
+
 /// Panics with gobgpd's log on failure.
 fn check(gobgp: &GoBgp, result: Result<(), String>) {
     if let Err(e) = result {
@@ -173,21 +105,12 @@ fn check(gobgp: &GoBgp, result: Result<(), String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gobgp_keeps_weft_routes_across_a_graceful_restart() {
-    let Some(gobgp) = GoBgp::start(None) else {
+    let Some(gobgp) = start_gobgp(None) else {
         return;
     };
     let route = "10.47.7.0/24";
     let result = async {
-        gobgp.ready().await?;
-        let (weft, id) = weft_with_route(&gobgp, false, route).await;
-        wait_state(&weft, id, State::Established).await?;
-        eventually("the route in GoBGP", || async {
-            gobgp.has_route(route).await.then_some(())
-        })
-        .await?;
-
-        // Down without a NOTIFICATION, as a crashed or upgrading controller.
-        weft.shutdown_for_restart().await;
+        advertise_then_go_down(&gobgp, route).await?;
         eventually("GoBGP to see the session drop", || async {
             (!gobgp.established().await).then_some(())
         })
@@ -216,20 +139,12 @@ async fn gobgp_keeps_weft_routes_across_a_graceful_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gobgp_drops_weft_routes_when_weft_does_not_come_back_in_time() {
-    let Some(gobgp) = GoBgp::start(None) else {
+    let Some(gobgp) = start_gobgp(None) else {
         return;
     };
     let route = "10.47.8.0/24";
     let result = async {
-        gobgp.ready().await?;
-        let (weft, id) = weft_with_route(&gobgp, false, route).await;
-        wait_state(&weft, id, State::Established).await?;
-        eventually("the route in GoBGP", || async {
-            gobgp.has_route(route).await.then_some(())
-        })
-        .await?;
-        let down_at = std::time::Instant::now();
-        weft.shutdown_for_restart().await;
+        let down_at = advertise_then_go_down(&gobgp, route).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         if !gobgp.has_route(route).await {
             return Err("GoBGP withdrew the route at once: graceful restart not in effect".into());
@@ -250,7 +165,7 @@ async fn gobgp_drops_weft_routes_when_weft_does_not_come_back_in_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gobgp_md5_session_forms_with_the_right_password_only() {
-    let Some(gobgp) = GoBgp::start(Some("weft-md5-s3cret")) else {
+    let Some(gobgp) = start_gobgp(Some("weft-md5-s3cret")) else {
         return;
     };
     let result = async {

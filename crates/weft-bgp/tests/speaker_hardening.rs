@@ -322,7 +322,7 @@ fn restarting_cfg() -> SpeakerConfig {
 async fn a_restarted_speaker_keeps_its_routes_at_the_peer_and_sets_the_restart_bits() {
     let a = speaker(65000, 1).await;
     let b = Speaker::new(restarting_cfg()).await.unwrap();
-    let (on_a, on_b) = gr_pair(&a, &b, 30).await;
+    let (on_a, _) = gr_pair(&a, &b, 30).await;
     wait_state(&a, on_a, State::Established).await;
     let first = a.peers().await.unwrap()[0].negotiated.clone().unwrap();
     let gr = first.peer_graceful_restart.unwrap();
@@ -332,7 +332,6 @@ async fn a_restarted_speaker_keeps_its_routes_at_the_peer_and_sets_the_restart_b
     let kept = p("10.47.1.0/24");
     b.originate(Route::Ipv4(kept), None).await.unwrap();
     wait_route(&a, kept, Some(false)).await;
-    let _ = on_b;
 
     // "Crash": the connection closes without a NOTIFICATION; a keeps the route as stale.
     b.shutdown_for_restart().await;

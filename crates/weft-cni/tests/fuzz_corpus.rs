@@ -10,40 +10,10 @@
 
 use std::path::PathBuf;
 
-use weft_cni::spec::{CniEnv, NetConf};
-
-/// The fuzz target's body; (environment accepted, config accepted).
-fn run(data: &[u8]) -> (bool, bool) {
-    let split = data.windows(2).position(|w| w == b"\n\n");
-    let (env_part, stdin) = match split {
-        Some(i) => (&data[..i], &data[i + 2..]),
-        None => (data, &b""[..]),
-    };
-    let env_text = String::from_utf8_lossy(env_part);
-    let vars: Vec<(String, String)> = env_text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let lookup = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let env_ok = match CniEnv::from_lookup(lookup) {
-        Ok(_) => true,
-        Err(e) => {
-            let json = e.to_json("1.0.0");
-            assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
-            false
-        }
-    };
-    let conf_ok = match NetConf::parse(stdin) {
-        Ok(_) => true,
-        Err(e) => {
-            let json = e.to_json("1.0.0");
-            assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
-            false
-        }
-    };
-    (env_ok, conf_ok)
-}
+/// The fuzz target's body: (environment accepted, config accepted).
+#[path = "../../../fuzz/bodies/cni_request.rs"]
+mod target;
+use target::run;
 
 #[test]
 fn every_cni_request_corpus_input_parses_or_fails_cleanly() {

@@ -9,24 +9,10 @@
 
 use std::path::PathBuf;
 
-use weft_translator::annotations as a;
-
-/// The fuzz target's body; true if the parser accepted the value.
-fn run(data: &[u8]) -> bool {
-    let Some((&which, rest)) = data.split_first() else {
-        return false;
-    };
-    let Ok(value) = std::str::from_utf8(rest) else {
-        return false;
-    };
-    let object = "Pod default/fuzz";
-    match which % 4 {
-        0 => a::parse_bool(object, "opencontrail.org/ip_fabric_snat", value).is_ok(),
-        1 => a::parse_flat_dict(object, "opencontrail.org/network", value).is_ok(),
-        2 => a::parse_network_ref(object, "opencontrail.org/network", value).is_ok(),
-        _ => a::parse_network_selections(object, "default", value).is_ok(),
-    }
-}
+/// The fuzz target's body: true if the parser accepted the value.
+#[path = "../../../fuzz/bodies/annotations.rs"]
+mod target;
+use target::run;
 
 #[test]
 fn every_annotation_corpus_input_parses_or_fails_cleanly() {

@@ -18,6 +18,10 @@ pub const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub const WAIT: Duration = Duration::from_secs(45);
 pub const WEFT_AS: u32 = 65000;
 pub const WEFT_ID: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+/// weft connects to the daemons from here, so that its next-hop-self differs from the
+/// daemon's own address (a NEXT_HOP equal to its own address is rejected, RFC 4271 §6.3).
+pub const WEFT_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+pub const GOBGP_AS: u32 = 65001;
 
 /// Finds a daemon binary on PATH or in the usual sbin/libexec places.
 pub fn find_binary(name: &str) -> Option<PathBuf> {
@@ -63,11 +67,23 @@ impl Daemon {
         args: &[&str],
         dir: tempfile::TempDir,
     ) -> std::io::Result<Self> {
+        Self::spawn_with_env(name, bin, args, &[], dir)
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &'static str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+    ) -> std::io::Result<Self> {
         let log = dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
@@ -86,6 +102,11 @@ impl Daemon {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// True while the process runs.
@@ -205,4 +226,131 @@ pub async fn last_down(s: &Speaker, peer: PeerId) -> Option<String> {
         .into_iter()
         .find(|p| p.id == peer)?
         .last_down
+}
+
+/// gobgpd's TOML config: AS `asn` listening on 127.0.0.1:`port`, with `neighbors` (each
+/// from [`gobgpd_neighbor`]).
+pub fn gobgpd_config(asn: u32, router_id: Ipv4Addr, port: u16, neighbors: &[String]) -> String {
+    format!(
+        r#"[global.config]
+  as = {asn}
+  router-id = "{router_id}"
+  port = {port}
+  local-address-list = ["127.0.0.1"]
+{}"#,
+        neighbors.concat()
+    )
+}
+
+/// A passive gobgpd neighbor, with a TCP MD5 `password` if given and `extra` (TOML tables
+/// of the neighbor: timers, address families, graceful restart).
+pub fn gobgpd_neighbor(address: IpAddr, asn: u32, password: Option<&str>, extra: &str) -> String {
+    let auth = password
+        .map(|p| format!("    auth-password = \"{p}\"\n"))
+        .unwrap_or_default();
+    format!(
+        r#"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{address}"
+    peer-as = {asn}
+{auth}  [neighbors.transport.config]
+    passive-mode = true
+{extra}"#
+    )
+}
+
+/// gobgpd on 127.0.0.1 (AS [`GOBGP_AS`], free BGP and API ports, generated config in a temp
+/// dir) with weft at [`WEFT_LOCAL`] as its one passive neighbor, and its `gobgp` CLI.
+pub struct GoBgp {
+    pub daemon: Daemon,
+    cli: PathBuf,
+    pub api_port: u16,
+    pub bgp_port: u16,
+}
+
+impl GoBgp {
+    /// Starts gobgpd, or returns `None` (test skipped) when it is not installed. The
+    /// neighbor gets `password` for TCP MD5 and `extra` (TOML tables of the neighbor:
+    /// address families, graceful restart) after its short test timers.
+    pub fn start(password: Option<&str>, extra: &str) -> Option<Self> {
+        let gobgpd = require("gobgpd", "gobgpd")?;
+        let cli = require("gobgp", "gobgpd")?;
+        let dir = tempfile::Builder::new()
+            .prefix("weft-gobgp-")
+            .tempdir()
+            .expect("temp dir");
+        let (bgp_port, api_port) = (free_port(), free_port());
+        let timers = r#"  [neighbors.timers.config]
+    hold-time = 9
+    keepalive-interval = 3
+    connect-retry = 1
+    idle-hold-time-after-reset = 1
+"#;
+        let conf = gobgpd_config(
+            GOBGP_AS,
+            Ipv4Addr::new(10, 255, 0, 2),
+            bgp_port,
+            &[gobgpd_neighbor(
+                WEFT_LOCAL,
+                WEFT_AS,
+                password,
+                &format!("{timers}{extra}"),
+            )],
+        );
+        std::fs::write(dir.path().join("gobgpd.toml"), conf).expect("write config");
+        let api = format!("127.0.0.1:{api_port}");
+        let daemon = Daemon::spawn(
+            "gobgpd",
+            &gobgpd,
+            &[
+                "-f",
+                "gobgpd.toml",
+                "--api-hosts",
+                &api,
+                "--pprof-disable",
+                "-p",
+                "-l",
+                "debug",
+            ],
+            dir,
+        )
+        .expect("gobgpd starts");
+        Some(Self {
+            daemon,
+            cli,
+            api_port,
+            bgp_port,
+        })
+    }
+
+    /// Runs `gobgp <args>` against this daemon's API.
+    pub async fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let port = self.api_port.to_string();
+        let mut all = vec!["-u", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        run(&self.cli, &all).await
+    }
+
+    /// `gobgp -j <args>`, parsed.
+    pub async fn json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.cli(&all).await.ok()?).ok()
+    }
+
+    /// The session with weft is Established on gobgpd's side.
+    pub async fn established(&self) -> bool {
+        self.json(&["neighbor"])
+            .await
+            .is_some_and(|v| v[0]["state"]["session_state"] == 6)
+    }
+
+    /// Waits for gobgpd's API to answer.
+    pub async fn ready(&self) -> Result<(), String> {
+        eventually("gobgpd's API", || async {
+            self.cli(&["global"]).await.ok().map(|_| ())
+        })
+        .await
+    }
 }
