@@ -143,15 +143,6 @@ impl Drop for AgentWatchGuard {
     }
 }
 
-/// [`load`], plus the mod revision of [`WRITER_KEY`] read BEFORE the state: if another
-/// replica commits in between, the state is newer than the guard and the next commit
-/// conflicts and reloads (never the reverse).
-async fn load_guarded(store: &dyn ConfigStore) -> Result<(Translator, Vec<String>, u64), ControllerError> {
-    let writer = store.get(WRITER_KEY).await?.map_or(0, |kv| kv.mod_revision);
-    let (t, notes) = load(store).await?;
-    Ok((t, notes, writer))
-}
-
 /// Adds the replica guard to a non-empty commit.
 fn guard_writer(txn: &mut Txn, writer: u64) {
     txn.push_guard(WRITER_KEY, writer);
@@ -162,31 +153,51 @@ fn is_conflict(e: &ControllerError) -> bool {
     matches!(e, ControllerError::Store(StoreError::Conflict { .. }))
 }
 
-/// Loads inputs and derived objects from the store into a fresh translator.
-async fn load(store: &dyn ConfigStore) -> Result<(Translator, Vec<String>), ControllerError> {
-    let (input_kvs, _) = store.list(INPUT_PREFIX).await?;
-    let (derived_kvs, _) = store.list(DERIVED_PREFIX).await?;
+/// What [`load`] read from one store snapshot.
+struct Loaded {
+    translator: Translator,
+    /// Repairs and unreadable objects, for the log.
+    notes: Vec<String>,
+    /// Mod revision of [`WRITER_KEY`] in the snapshot: the guard of this replica's next
+    /// commit (any commit by another replica after the snapshot makes it conflict).
+    writer: u64,
+    /// The store revision of the snapshot (what the translator's contents correspond to).
+    revision: u64,
+}
+
+/// Loads inputs and derived objects from ONE store snapshot into a fresh translator, with
+/// the snapshot's [`WRITER_KEY`] guard and revision: inputs, derived objects, guard and
+/// revision all match even while other replicas write.
+async fn load(store: &dyn ConfigStore) -> Result<Loaded, ControllerError> {
+    let (kvs, revision) = store.list("").await?;
     let mut notes = Vec::new();
-    let mut inputs = Vec::new();
-    for kv in input_kvs {
-        match serde_json::from_slice(&kv.value)
-            .map_err(|e| e.to_string())
-            .and_then(|v| InputObject::from_value(v).map_err(|e| e.to_string()))
-        {
-            Ok(o) => inputs.push(o),
-            Err(e) => notes.push(format!("skipped unreadable stored input {}: {e}", kv.key)),
+    let (mut inputs, mut derived, mut writer) = (Vec::new(), Vec::new(), 0);
+    for kv in kvs {
+        if kv.key.starts_with(INPUT_PREFIX) {
+            match serde_json::from_slice(&kv.value)
+                .map_err(|e| e.to_string())
+                .and_then(|v| InputObject::from_value(v).map_err(|e| e.to_string()))
+            {
+                Ok(o) => inputs.push(o),
+                Err(e) => notes.push(format!("skipped unreadable stored input {}: {e}", kv.key)),
+            }
+        } else if kv.key.starts_with(DERIVED_PREFIX) {
+            match serde_json::from_slice::<DerivedObject>(&kv.value) {
+                Ok(o) => derived.push(o),
+                Err(e) => notes.push(format!("skipped unreadable stored object {}: {e}", kv.key)),
+            }
+        } else if kv.key == WRITER_KEY {
+            writer = kv.mod_revision;
         }
     }
-    let mut derived = Vec::new();
-    for kv in derived_kvs {
-        match serde_json::from_slice::<DerivedObject>(&kv.value) {
-            Ok(o) => derived.push(o),
-            Err(e) => notes.push(format!("skipped unreadable stored object {}: {e}", kv.key)),
-        }
-    }
-    let (t, more) = Translator::restore(inputs, derived);
+    let (translator, more) = Translator::restore(inputs, derived);
     notes.extend(more);
-    Ok((t, notes))
+    Ok(Loaded {
+        translator,
+        notes,
+        writer,
+        revision,
+    })
 }
 
 fn derived_ops(txn: &mut Txn, changes: &[DerivedChange]) {
@@ -224,13 +235,18 @@ impl Controller {
     pub async fn open(store: Arc<dyn ConfigStore>, store_name: &str) -> Result<Arc<Self>, ControllerError> {
         let mut attempt = 0;
         let (translator, revision, writer) = loop {
-            let (mut translator, notes, writer) = load_guarded(store.as_ref()).await?;
+            let Loaded {
+                mut translator,
+                notes,
+                writer,
+                revision,
+            } = load(store.as_ref()).await?;
             for note in &notes {
                 tracing::warn!(note = %note, "store repair");
             }
             let changes = translator.flush();
             if changes.is_empty() {
-                break (translator, store.revision().await?, writer);
+                break (translator, revision, writer);
             }
             let mut txn = Txn::default();
             derived_ops(&mut txn, &changes);
@@ -304,17 +320,8 @@ impl Controller {
                 } else {
                     tracing::error!(error = %e, "store write failed; reloading state from the store");
                 }
-                if let Ok((fresh, _, writer)) = load_guarded(self.store.as_ref()).await {
-                    *t = fresh;
-                    let _ = t.flush();
-                    self.writer.store(writer, std::sync::atomic::Ordering::SeqCst);
-                    if let Ok(revision) = self.store.revision().await {
-                        self.commits.send_if_modified(|r| {
-                            let newer = revision > *r;
-                            *r = (*r).max(revision);
-                            newer
-                        });
-                    }
+                if let Ok(fresh) = load(self.store.as_ref()).await {
+                    self.install(t, fresh);
                 }
                 Err(e.into())
             }
@@ -497,14 +504,16 @@ impl Controller {
     }
 
     /// Follows commits made by OTHER controller replicas sharing the store (HA on etcd):
-    /// watches the store and, when it moves past this replica's own last commit, reloads the
-    /// translator and publishes the new revision (so node watches and reads catch up).
-    /// Runs until the store closes; harmless (idle) with a single controller.
+    /// watches [`WRITER_KEY`] (which every controller commit rewrites, so one small event per
+    /// commit instead of all its keys and values) and, when the store moves past this
+    /// replica's own last commit, reloads the translator and publishes the new revision (so
+    /// node watches and reads catch up). Runs until the store closes; with a single
+    /// controller it only sees its own commits and skips them.
     pub async fn follow_store(self: Arc<Self>) {
         use futures::StreamExt;
         loop {
             let after = self.revision();
-            let mut stream = match self.store.watch("", after).await {
+            let mut stream = match self.store.watch(WRITER_KEY, after).await {
                 Ok(stream) => stream,
                 Err(StoreError::Closed) => return,
                 Err(e) => {
@@ -543,16 +552,30 @@ impl Controller {
         if head <= self.revision() {
             return;
         }
-        match load_guarded(self.store.as_ref()).await {
-            Ok((fresh, _, writer)) => {
-                *t = fresh;
-                let _ = t.flush();
-                self.writer.store(writer, std::sync::atomic::Ordering::SeqCst);
-                self.commits.send_replace(head);
-                tracing::debug!(revision = head, "reloaded state written by another replica");
+        match load(self.store.as_ref()).await {
+            Ok(fresh) => {
+                tracing::debug!(
+                    revision = fresh.revision,
+                    "reloaded state written by another replica"
+                );
+                self.install(&mut t, fresh);
             }
             Err(e) => tracing::warn!(error = %e, "reloading the state from the store failed"),
         }
+    }
+
+    /// Replaces the translator (its lock held by the caller) with a fresh [`load`], takes
+    /// over its writer guard and publishes its revision if newer.
+    fn install(&self, t: &mut Translator, fresh: Loaded) {
+        *t = fresh.translator;
+        let _ = t.flush();
+        self.writer
+            .store(fresh.writer, std::sync::atomic::Ordering::SeqCst);
+        self.commits.send_if_modified(|r| {
+            let newer = fresh.revision > *r;
+            *r = (*r).max(fresh.revision);
+            newer
+        });
     }
 
     /// Cluster settings in force.

@@ -3,67 +3,18 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weft_api::client::ApiClient;
 use weft_api::types::{ApplyRequest, ManifestDocument};
-use weft_model::DerivedObject;
 
-/// A running controller process; killed on drop so a failing test leaves nothing behind.
-struct ControllerProcess {
-    child: Child,
-    client: ApiClient,
-}
+mod support;
 
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use support::{ControllerProcess, interfaces, start_controller};
 
 async fn start(data_dir: &Path) -> ControllerProcess {
-    for _ in 0..5 {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args([
-                "controller",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("WEFT_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn weft controller");
-        let mut process = ControllerProcess {
-            child,
-            client: ApiClient::new(&format!("http://127.0.0.1:{port}")),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if process.client.status().await.is_ok() {
-                return process;
-            }
-            if let Ok(Some(_)) = process.child.try_wait() {
-                break; // port taken or failed: try another port
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = process.child.kill();
-    }
-    panic!("controller did not come up");
+    start_controller(&["--data-dir".into(), data_dir.into()]).await
 }
 
 fn pod(ns: &str, name: &str) -> serde_json::Value {
@@ -83,22 +34,6 @@ fn request(objects: Vec<serde_json::Value>) -> ApplyRequest {
             .collect(),
         namespace: None,
     }
-}
-
-async fn interfaces(client: &ApiClient) -> Vec<weft_model::InterfaceAttachment> {
-    client
-        .derived("interfaces", None)
-        .await
-        .expect("interfaces")
-        .into_iter()
-        .filter_map(|d| {
-            if let DerivedObject::Interface(i) = d {
-                Some(i)
-            } else {
-                None
-            }
-        })
-        .collect()
 }
 
 async fn assert_consistent(client: &ApiClient) {

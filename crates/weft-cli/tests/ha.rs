@@ -10,76 +10,35 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::ffi::OsString;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weft_api::client::{ApiClient, ClientError};
 use weft_api::types::ApplyRequest;
-use weft_model::DerivedObject;
 use weft_store::{EtcdServer, EtcdStore};
 
-/// A controller process; killed on drop.
-struct Replica {
-    child: Child,
-    url: String,
-    client: ApiClient,
-}
+mod support;
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+use support::{ControllerProcess, interfaces, start_controller};
+
+/// A replica on `store` with its own `--data-dir`, given `--token-file` when `Some`.
+async fn start(
+    store: &str,
+    data_dir: &std::path::Path,
+    token_file: Option<&std::path::Path>,
+) -> ControllerProcess {
+    let mut args: Vec<OsString> = vec![
+        "--store".into(),
+        store.into(),
+        "--data-dir".into(),
+        data_dir.into(),
+    ];
+    if let Some(file) = token_file {
+        args.extend(["--token-file".into(), file.into()]);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-async fn start(store: &str, data_dir: &std::path::Path, token_file: Option<&std::path::Path>) -> Replica {
-    for _ in 0..5 {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-        cmd.args([
-            "controller",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--store",
-            store,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("WEFT_LOG", "warn")
-        .env_remove("WEFT_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-        if let Some(file) = token_file {
-            cmd.arg("--token-file").arg(file);
-        }
-        let child = cmd.spawn().unwrap();
-        let mut replica = Replica {
-            child,
-            client: ApiClient::with_token(&url, None),
-            url,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if replica.client.status().await.is_ok() {
-                return replica;
-            }
-            if let Ok(Some(_)) = replica.child.try_wait() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = replica.child.kill();
-    }
-    panic!("controller did not come up");
+    start_controller(&args).await
 }
 
 fn pod(ns: &str, name: &str) -> serde_json::Value {
@@ -89,19 +48,6 @@ fn pod(ns: &str, name: &str) -> serde_json::Value {
 
 fn request(objects: Vec<serde_json::Value>) -> ApplyRequest {
     ApplyRequest::from_objects("test", objects)
-}
-
-async fn interfaces(client: &ApiClient) -> Vec<weft_model::InterfaceAttachment> {
-    client
-        .derived("interfaces", None)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|d| match d {
-            DerivedObject::Interface(i) => Some(i),
-            _ => None,
-        })
-        .collect()
 }
 
 async fn etcd() -> Option<EtcdServer> {

@@ -1,6 +1,8 @@
 //! Transaction semantics shared by every backend, so the backends only differ in how they
 //! read and write a key: guards first, then ops in order, events in op order.
 
+use std::collections::BTreeMap;
+
 use crate::{Compare, EventKind, Op, Revision, StoreError, Txn, WatchEvent};
 
 /// The create/mod revisions of a stored key.
@@ -18,6 +20,46 @@ pub(crate) trait ApplyTarget {
     fn put(&mut self, key: &str, meta: KeyMeta, value: &[u8]) -> Result<(), StoreError>;
     /// Removes `key`; returns whether it existed.
     fn remove(&mut self, key: &str) -> Result<bool, StoreError>;
+}
+
+/// An [`ApplyTarget`] that stages one transaction's writes over a read-only view of the
+/// current keys (`current` gives a key's revisions), for backends that write the net changes
+/// afterwards (memory: into its map; etcd: as one etcd txn); a failure leaves nothing to undo.
+pub(crate) struct Staging<F> {
+    current: F,
+    /// Staged changes by key: `Some` = put, `None` = delete.
+    pub changes: BTreeMap<String, Option<(KeyMeta, Vec<u8>)>>,
+}
+
+impl<F: Fn(&str) -> Option<KeyMeta>> Staging<F> {
+    pub fn new(current: F) -> Self {
+        Self {
+            current,
+            changes: BTreeMap::new(),
+        }
+    }
+}
+
+impl<F: Fn(&str) -> Option<KeyMeta>> ApplyTarget for Staging<F> {
+    fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
+        Ok(match self.changes.get(key) {
+            Some(staged) => staged.as_ref().map(|(m, _)| *m),
+            None => (self.current)(key),
+        })
+    }
+
+    fn put(&mut self, key: &str, meta: KeyMeta, value: &[u8]) -> Result<(), StoreError> {
+        self.changes.insert(key.to_owned(), Some((meta, value.to_vec())));
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) -> Result<bool, StoreError> {
+        let existed = self.meta(key)?.is_some();
+        if existed {
+            self.changes.insert(key.to_owned(), None);
+        }
+        Ok(existed)
+    }
 }
 
 /// Checks `txn`'s guards then applies its ops under `new_revision`, returning the events in

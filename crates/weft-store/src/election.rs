@@ -8,10 +8,11 @@
 //! How: the leader key `<prefix>leader` is created with a lease in a txn guarded by
 //! `create_revision == 0` (absent); its value is the leader's advertised identity (its API
 //! URL). The lease is kept alive every `ttl/3`; when a keep-alive fails or is not answered for
-//! a whole TTL the replica steps down at once (it can no longer be sure it is the leader), and
-//! campaigns again. A replica that dies loses the key when its lease expires (TTL), so a
-//! follower takes over within about one TTL; a replica that stops cleanly revokes its lease
-//! ([`Leadership`]'s drop) and the takeover is immediate.
+//! two of those periods (before the lease can have expired on etcd's side) the replica steps
+//! down at once (it can no longer be sure it is the leader), and campaigns again. A replica
+//! that dies loses the key when its lease expires (TTL), so a follower takes over within
+//! about one TTL; a replica that stops cleanly revokes its lease ([`Leadership`]'s drop) and
+//! the takeover is immediate.
 
 use std::time::Duration;
 
@@ -207,7 +208,7 @@ impl Campaign {
             // Step down well before the lease can have expired on the etcd side.
             if last_ok.elapsed() >= period * 2 {
                 return Err(StoreError::Backend(
-                    "etcd: no keep-alive answer within the lease TTL".into(),
+                    "etcd: no keep-alive answer within 2/3 of the lease TTL".into(),
                 ));
             }
             tokio::select! {

@@ -56,7 +56,7 @@ use etcd_client::{
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 
-use crate::apply::{ApplyTarget, KeyMeta, apply_txn};
+use crate::apply::{KeyMeta, Staging, apply_txn};
 use crate::watch::{self, Batch, Feed, LogReader};
 use crate::{
     ConfigStore, EventKind, KeyValue, Revision, StoreError, StoreOptions, Txn, WatchEvent, WatchStream,
@@ -199,6 +199,18 @@ fn parse_revision(key: &str, bytes: &[u8]) -> Result<Revision, StoreError> {
         })
 }
 
+/// A decimal revision counter (`meta/rev`, `meta/compacted`) and its etcd mod revision from
+/// a get's response; `(0, 0)` when the key is absent.
+fn counter(key: &str, op: Option<TxnOpResponse>) -> Result<(Revision, i64), StoreError> {
+    match op {
+        Some(TxnOpResponse::Get(get)) => match get.kvs().first() {
+            Some(kv) => Ok((parse_revision(key, kv.value())?, kv.mod_revision())),
+            None => Ok((0, 0)),
+        },
+        _ => Ok((0, 0)),
+    }
+}
+
 fn log_key(prefix: &str, revision: Revision) -> String {
     format!("{prefix}{revision:020}")
 }
@@ -313,24 +325,17 @@ impl Inner {
             TxnOp::get(self.compacted_key.as_str(), None),
         ]);
         let resp = client.txn(txn).await.map_err(|e| etcd_err("read revision", e))?;
-        let mut head = Head {
-            at: resp.header().map_or(0, |h| h.revision()),
-            ..Head::default()
-        };
-        for (i, op) in resp.op_responses().into_iter().enumerate() {
-            if let TxnOpResponse::Get(get) = op
-                && let Some(kv) = get.kvs().first()
-            {
-                if i == 0 {
-                    head.revision = parse_revision(&self.rev_key, kv.value())?;
-                    head.rev_mod = kv.mod_revision();
-                } else {
-                    head.compacted = parse_revision(&self.compacted_key, kv.value())?;
-                    head.compacted_mod = kv.mod_revision();
-                }
-            }
-        }
-        Ok(head)
+        let at = resp.header().map_or(0, |h| h.revision());
+        let mut ops = resp.op_responses().into_iter();
+        let (revision, rev_mod) = counter(&self.rev_key, ops.next())?;
+        let (compacted, compacted_mod) = counter(&self.compacted_key, ops.next())?;
+        Ok(Head {
+            revision,
+            rev_mod,
+            compacted,
+            compacted_mod,
+            at,
+        })
     }
 
     /// All etcd key-values in `[from, end)` at etcd revision `at`, paged.
@@ -413,34 +418,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// The touched keys of one commit as read from etcd, staged like the memory backend.
-struct Staging {
-    current: BTreeMap<String, KeyMeta>,
-    changes: BTreeMap<String, Option<(KeyMeta, Vec<u8>)>>,
-}
-
-impl ApplyTarget for Staging {
-    fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
-        Ok(match self.changes.get(key) {
-            Some(staged) => staged.as_ref().map(|(m, _)| *m),
-            None => self.current.get(key).copied(),
-        })
-    }
-
-    fn put(&mut self, key: &str, meta: KeyMeta, value: &[u8]) -> Result<(), StoreError> {
-        self.changes.insert(key.to_owned(), Some((meta, value.to_vec())));
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &str) -> Result<bool, StoreError> {
-        let existed = self.meta(key)?.is_some();
-        if existed {
-            self.changes.insert(key.to_owned(), None);
-        }
-        Ok(existed)
-    }
-}
-
 /// A store's log as seen by its watchers (weak: dropping the store closes them).
 struct EtcdLog(Weak<Inner>);
 
@@ -508,13 +485,14 @@ impl EtcdStore {
     async fn ensure_pump(&self) -> Result<(), StoreError> {
         self.pump
             .get_or_try_init(|| async {
-                let (_, cursor, at) = self.inner.read_log("", u64::MAX).await?;
+                let mut client = self.inner.client().await?;
+                let head = self.inner.head(&mut client).await?;
                 let pump = Pump {
                     inner: Arc::clone(&self.inner),
                     feed: self.feed.clone(),
                     shutdown: self.shutdown.subscribe(),
-                    cursor,
-                    watch_from: at + 1,
+                    cursor: head.revision,
+                    watch_from: head.at + 1,
                 };
                 tokio::spawn(pump.run());
                 Ok(())
@@ -533,29 +511,36 @@ impl EtcdStore {
             })
             .chain(txn.ops.iter().map(|op| op.key()))
             .collect();
-        let Head {
-            revision,
-            rev_mod,
-            at,
-            ..
-        } = inner.head(client).await?;
-        let mut current = BTreeMap::new();
+        // One snapshot without an extra round trip: the first etcd read carries `meta/rev`
+        // along with the first keys; the rest (big weft txns) read at its etcd revision.
         let keys: Vec<&str> = keys.into_iter().collect();
-        for chunk in keys.chunks(GETS_PER_TXN) {
-            let gets: Vec<TxnOp> = chunk
-                .iter()
-                .map(|k| {
-                    TxnOp::get(
-                        format!("{}{k}", inner.kv_prefix),
-                        Some(GetOptions::new().with_revision(at)),
-                    )
-                })
-                .collect();
+        let mut chunks: Vec<&[&str]> = keys.chunks(GETS_PER_TXN).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        let mut current = BTreeMap::new();
+        let mut snapshot: Option<(Revision, i64, i64)> = None; // (revision, rev_mod, at)
+        for chunk in chunks {
+            let mut gets = Vec::with_capacity(chunk.len() + 1);
+            if snapshot.is_none() {
+                gets.push(TxnOp::get(inner.rev_key.as_str(), None));
+            }
+            let at = snapshot.map(|(_, _, at)| GetOptions::new().with_revision(at));
+            gets.extend(
+                chunk
+                    .iter()
+                    .map(|k| TxnOp::get(format!("{}{k}", inner.kv_prefix), at.clone())),
+            );
             let resp = client
                 .txn(etcd_client::Txn::new().and_then(gets))
                 .await
                 .map_err(|e| etcd_err("read keys for a commit", e))?;
-            for (key, op) in chunk.iter().zip(resp.op_responses()) {
+            let mut ops = resp.op_responses().into_iter();
+            if snapshot.is_none() {
+                let (revision, rev_mod) = counter(&inner.rev_key, ops.next())?;
+                snapshot = Some((revision, rev_mod, resp.header().map_or(0, |h| h.revision())));
+            }
+            for (key, op) in chunk.iter().zip(ops) {
                 if let TxnOpResponse::Get(get) = op
                     && let Some(kv) = get.kvs().first()
                 {
@@ -564,10 +549,8 @@ impl EtcdStore {
                 }
             }
         }
-        let mut staging = Staging {
-            current,
-            changes: BTreeMap::new(),
-        };
+        let (revision, rev_mod, _) = snapshot.unwrap_or_default();
+        let mut staging = Staging::new(|key: &str| current.get(key).copied());
         let new_revision = revision + 1;
         let events = apply_txn(&mut staging, txn.clone(), new_revision)?;
         if events.is_empty() {

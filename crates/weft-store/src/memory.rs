@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures::future::BoxFuture;
 
-use crate::apply::{ApplyTarget, KeyMeta, apply_txn};
+use crate::apply::{KeyMeta, Staging, apply_txn};
 use crate::watch::{self, Batch, Feed, LogReader};
 use crate::{ConfigStore, KeyValue, Revision, StoreError, StoreOptions, Txn, WatchEvent, WatchStream};
 
@@ -76,35 +76,6 @@ impl MemState {
     }
 }
 
-/// Stages writes of one transaction so a failure leaves the state untouched.
-struct Staging<'a> {
-    objects: &'a BTreeMap<String, (KeyMeta, Vec<u8>)>,
-    /// Staged changes: `Some` = put, `None` = delete.
-    changes: BTreeMap<String, Option<(KeyMeta, Vec<u8>)>>,
-}
-
-impl ApplyTarget for Staging<'_> {
-    fn meta(&mut self, key: &str) -> Result<Option<KeyMeta>, StoreError> {
-        Ok(match self.changes.get(key) {
-            Some(staged) => staged.as_ref().map(|(m, _)| *m),
-            None => self.objects.get(key).map(|(m, _)| *m),
-        })
-    }
-
-    fn put(&mut self, key: &str, meta: KeyMeta, value: &[u8]) -> Result<(), StoreError> {
-        self.changes.insert(key.to_owned(), Some((meta, value.to_vec())));
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &str) -> Result<bool, StoreError> {
-        let existed = self.meta(key)?.is_some();
-        if existed {
-            self.changes.insert(key.to_owned(), None);
-        }
-        Ok(existed)
-    }
-}
-
 /// The memory store's change log as seen by its watchers (weak: dropping the store closes them).
 struct MemLog(Weak<Mutex<MemState>>);
 
@@ -156,10 +127,8 @@ impl ConfigStore for MemoryStore {
             let mut state = lock(&self.state)?;
             let new_revision = state.revision + 1;
             let (events, changes) = {
-                let mut staging = Staging {
-                    objects: &state.objects,
-                    changes: BTreeMap::new(),
-                };
+                let objects = &state.objects;
+                let mut staging = Staging::new(|key: &str| objects.get(key).map(|(m, _)| *m));
                 let events = apply_txn(&mut staging, txn, new_revision)?;
                 (events, staging.changes)
             };

@@ -118,6 +118,42 @@ async fn prefixes_are_isolated() {
     assert_eq!(ab.list("").await.unwrap().0.len(), 1);
 }
 
+/// A weft txn touching more keys than one etcd read carries (the commit reads them in
+/// several etcd txns at one snapshot): guards on keys of a later chunk still hold, and
+/// overwritten keys keep their create revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_txn_reads_keys_in_several_chunks() {
+    let Some(server) = server().await else { return };
+    let store = EtcdStore::open(&server.url("big")).unwrap();
+    let mut txn = Txn::new();
+    for i in 0..250 {
+        txn.push_put(format!("k/{i:03}"), "v1");
+    }
+    assert_eq!(store.commit(txn).await.unwrap(), 1);
+    // A stale guard on the last key (third chunk) fails the whole txn.
+    let mut txn = Txn::new();
+    for i in 0..250 {
+        txn.push_put(format!("k/{i:03}"), "v2");
+    }
+    txn.push_guard("k/249", 0);
+    assert!(matches!(
+        store.commit(txn).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut txn = Txn::new();
+    for i in 0..250 {
+        txn.push_put(format!("k/{i:03}"), "v2");
+    }
+    txn.push_guard("k/249", 1);
+    assert_eq!(store.commit(txn).await.unwrap(), 2);
+    let (kvs, revision) = store.list("k/").await.unwrap();
+    assert_eq!((kvs.len(), revision), (250, 2));
+    assert!(
+        kvs.iter()
+            .all(|kv| kv.value == b"v2" && kv.create_revision == 1 && kv.mod_revision == 2)
+    );
+}
+
 /// An etcd that cannot be reached is a clear backend error, not a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_etcd_is_a_backend_error() {
