@@ -1021,7 +1021,7 @@ impl PolicySets {
 
 /// Turns compiled rules into [`PolicySets`] (IPv4 only: IPv6 prefixes are dropped, so
 /// IPv6 traffic of an isolated endpoint is rejected).
-pub fn policy_sets(rules: &[PolicyRule]) -> PolicySets {
+pub fn policy_sets<'r>(rules: impl IntoIterator<Item = &'r PolicyRule>) -> PolicySets {
     let everything = ipnet::Ipv4Net::default();
     let v4 = |peers: &Option<Vec<ipnet::IpNet>>| -> Vec<ipnet::Ipv4Net> {
         match peers {
@@ -1197,7 +1197,7 @@ fn verdict_tiers(
             .iter()
             .position(|r| r.action != action)
             .map_or(rules.len(), |k| start + k);
-        let tier: Vec<PolicyRule> = rules[start..end].iter().map(|r| r.rule.clone()).collect();
+        let tier = &rules[start..end];
         start = end;
         let verdict = match action {
             AdminVerdict::Accept => Statement::Return(None),
@@ -1211,7 +1211,7 @@ fn verdict_tiers(
                 target: pass_to.to_string().into(),
             }),
         };
-        let sets = policy_sets(&tier);
+        let sets = policy_sets(tier.iter().map(|r| &r.rule));
         if sets.all {
             b.rule(chain, vec![verdict]);
             return false;
@@ -1493,16 +1493,23 @@ pub fn sync_incremental(
     last: &mut Applied,
     previous: &mut Option<NftTable>,
 ) -> Result<Synced, NftablesError> {
+    // Keeps `previous` equal to `wanted` (same fingerprint: same objects) without
+    // copying a table that is already there, as on every pass that changes nothing.
+    let remember = |previous: &mut Option<NftTable>| {
+        if previous.as_ref().map(|p| &p.fingerprint) != wanted.map(|w| &w.fingerprint) {
+            *previous = wanted.cloned();
+        }
+    };
     let target = Applied::of(wanted);
     if *last == target {
-        *previous = wanted.cloned();
+        remember(previous);
         return Ok(Synced::Unchanged);
     }
     if *last == Applied::Unknown {
         match live_table() {
             Ok(live) if live.matches(wanted) => {
                 *last = target;
-                *previous = wanted.cloned();
+                remember(previous);
                 return Ok(Synced::Unchanged);
             }
             Ok(_) => {}

@@ -33,7 +33,11 @@ struct Netns(String);
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!("weftnft-{}", std::process::id());
+        Netns::named(format!("weftnft-{}", std::process::id()))
+    }
+
+    /// A fresh namespace `name` (a stale one of that name is deleted first).
+    fn named(name: String) -> Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
@@ -229,62 +233,36 @@ fn ip_cmd(args: &[&str]) {
     );
 }
 
-/// Three namespaces of this test (router `weftinc-<pid>-r`, client `-a`, server `-b`),
-/// deleted on drop whatever happens.
-struct Trio {
-    names: [String; 3],
+/// A "pod" namespace behind veth `host_if` of the node namespace: pod address
+/// `addr/24` on its `eth0`, gateway `gw/24` on the node side (the pod's default route).
+fn plug(node: &Netns, pod: &Netns, host_if: &str, gw: &str, addr: &str) {
+    ip_cmd(&[
+        "-n", &node.0, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod.0,
+    ]);
+    ip_cmd(&["-n", &node.0, "addr", "add", &format!("{gw}/24"), "dev", host_if]);
+    ip_cmd(&["-n", &node.0, "link", "set", host_if, "up"]);
+    ip_cmd(&["-n", &pod.0, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+    ip_cmd(&["-n", &pod.0, "link", "set", "eth0", "up"]);
+    ip_cmd(&["-n", &pod.0, "link", "set", "lo", "up"]);
+    ip_cmd(&["-n", &pod.0, "route", "add", "default", "via", gw]);
 }
 
-impl Trio {
-    /// client 10.61.1.1/24 ── wefta | router (forwards, runs the table) | weftb ── server 10.61.2.1/24
-    fn new() -> Trio {
-        let pid = std::process::id();
-        let names = ["r", "a", "b"].map(|s| format!("weftinc-{pid}-{s}"));
-        for n in &names {
-            let _ = Command::new("ip")
-                .args(["netns", "del", n])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let trio = Trio { names };
-        let [r, a, b] = &trio.names;
-        for n in [r, a, b] {
-            ip_cmd(&["netns", "add", n]);
-            ip_cmd(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        for (pod, host, subnet) in [(a, "wefta", "10.61.1"), (b, "weftb", "10.61.2")] {
-            ip_cmd(&[
-                "-n", r, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod,
-            ]);
-            ip_cmd(&["-n", r, "addr", "add", &format!("{subnet}.254/24"), "dev", host]);
-            ip_cmd(&["-n", r, "link", "set", host, "up"]);
-            ip_cmd(&["-n", pod, "addr", "add", &format!("{subnet}.1/24"), "dev", "eth0"]);
-            ip_cmd(&["-n", pod, "link", "set", "eth0", "up"]);
-            ip_cmd(&[
-                "-n",
-                pod,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{subnet}.254"),
-            ]);
-        }
-        ip_cmd(&["netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        trio
-    }
-
-    fn path(&self, i: usize) -> String {
-        format!("/var/run/netns/{}", self.names[i])
-    }
-}
-
-impl Drop for Trio {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
+/// Namespaces `<prefix>-<pid>-<tag>` of a node and pods plugged into it (deleted on
+/// drop), with forwarding on in the node.
+fn topology(prefix: &str, node: &str, pods: &[(&str, &str, &str, &str)]) -> (Netns, Vec<Netns>) {
+    let ns = |tag: &str| Netns::named(format!("{prefix}-{}-{tag}", std::process::id()));
+    let node = ns(node);
+    ip_cmd(&["-n", &node.0, "link", "set", "lo", "up"]);
+    let pods = pods
+        .iter()
+        .map(|(tag, host_if, gw, addr)| {
+            let pod = ns(tag);
+            plug(&node, &pod, host_if, gw, addr);
+            pod
+        })
+        .collect();
+    ip_cmd(&["netns", "exec", &node.0, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    (node, pods)
 }
 
 /// Node state with one policy: pod b (`weftb`) accepts TCP 8080 from `peers` only.
@@ -330,8 +308,16 @@ fn element_only_changes_are_incremental_and_keep_established_connections() {
         eprintln!("skipping: needs root, iproute2 and nft");
         return;
     }
-    let trio = Trio::new();
-    let (router, client, server) = (trio.path(0), trio.path(1), trio.path(2));
+    // client 10.61.1.1/24 ── wefta | router (forwards, runs the table) | weftb ── server 10.61.2.1/24
+    let (router_ns, pods) = topology(
+        "weftinc",
+        "r",
+        &[
+            ("a", "wefta", "10.61.1.254", "10.61.1.1"),
+            ("b", "weftb", "10.61.2.254", "10.61.2.1"),
+        ],
+    );
+    let (router, client, server) = (router_ns.path(), pods[0].path(), pods[1].path());
     let target: SocketAddr = "10.61.2.1:8080".parse().unwrap();
     // An echo server in b (the socket stays in b's namespace; served from this process).
     let listener = weft_cni::run_in_netns(&server, || TcpListener::bind(target))
@@ -372,21 +358,12 @@ fn element_only_changes_are_incremental_and_keep_established_connections() {
         })
         .unwrap()
     };
-    let listing = || {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &trio.names[0],
-                "nft",
-                "list",
-                "table",
-                "inet",
-                "weft",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    let listing = || router_ns.nft(&["list", "table", "inet", "weft"]).1;
+    // With rule handles: a rewritten chain has new ones.
+    let chain_with_handles = || {
+        router_ns
+            .nft(&["-a", "list", "chain", "inet", "weft", "pol-in-0"])
+            .1
     };
     let live = || weft_cni::run_in_netns(&router, nft::live_table).unwrap().unwrap();
 
@@ -395,22 +372,7 @@ fn element_only_changes_are_incremental_and_keep_established_connections() {
     assert_eq!(synced, nft::Synced::Rewritten);
     let mut held = connect().expect("a is allowed");
     assert!(listing().contains("chain pol-in-0"), "{}", listing());
-    let chains_before = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &trio.names[0],
-            "nft",
-            "-a",
-            "list",
-            "chain",
-            "inet",
-            "weft",
-            "pol-in-0",
-        ])
-        .output()
-        .unwrap()
-        .stdout;
+    let chains_before = chain_with_handles();
 
     // Other peers change (a pod elsewhere got or lost a label): set elements only.
     let (synced, last, previous, second) =
@@ -424,26 +386,8 @@ fn element_only_changes_are_incremental_and_keep_established_connections() {
         "{text}"
     );
     // The chain was not rewritten (same rule handles).
-    let chains_after = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &trio.names[0],
-            "nft",
-            "-a",
-            "list",
-            "chain",
-            "inet",
-            "weft",
-            "pol-in-0",
-        ])
-        .output()
-        .unwrap()
-        .stdout;
-    assert_eq!(
-        String::from_utf8_lossy(&chains_before),
-        String::from_utf8_lossy(&chains_after)
-    );
+    let chains_after = chain_with_handles();
+    assert_eq!(chains_before, chains_after);
     assert_eq!(echo(&mut held, b"still there").unwrap(), b"still there");
     connect().expect("a is still allowed");
 
@@ -458,49 +402,6 @@ fn element_only_changes_are_incremental_and_keep_established_connections() {
     let (synced, _, _, _) = sync(&["10.70.0.2/32", "10.70.0.9/32"], Applied::Unknown, None);
     assert_eq!(synced, nft::Synced::Unchanged);
     assert_eq!(last, Applied::Table(third.fingerprint.clone()));
-}
-
-/// One more namespace for the AdminNetworkPolicy test, with a unique name.
-fn netns(tag: &str) -> Netns {
-    let name = format!("weftanp-{}-{tag}", std::process::id());
-    let _ = Command::new("ip")
-        .args(["netns", "del", &name])
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success()
-    );
-    Netns(name)
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A "pod" namespace behind veth `host_if` of the node namespace: pod address
-/// `10.1.<subnet>.2/24`, gateway `10.1.<subnet>.1` on the node side.
-fn plug(node: &Netns, pod: &Netns, host_if: &str, subnet: u8) {
-    let gw = format!("10.1.{subnet}.1/24");
-    let addr = format!("10.1.{subnet}.2/24");
-    let via = format!("10.1.{subnet}.1");
-    sh(&[
-        "-n", &node.0, "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", &pod.0,
-    ]);
-    sh(&["-n", &node.0, "addr", "add", &gw, "dev", host_if]);
-    sh(&["-n", &node.0, "link", "set", host_if, "up"]);
-    sh(&["-n", &pod.0, "addr", "add", &addr, "dev", "eth0"]);
-    sh(&["-n", &pod.0, "link", "set", "eth0", "up"]);
-    sh(&["-n", &pod.0, "link", "set", "lo", "up"]);
-    sh(&["-n", &pod.0, "route", "add", "default", "via", &via]);
 }
 
 fn admin(action: weft_model::node::AdminVerdict, peer: &str) -> weft_model::node::AdminRule {
@@ -525,12 +426,15 @@ fn admin_policy_tiers_decide_real_connections() {
         eprintln!("skipping: needs root, iproute2 and nft");
         return;
     }
-    let node = netns("node");
-    let client = netns("client");
-    let server = netns("server");
-    plug(&node, &server, "wefta", 2);
-    plug(&node, &client, "weftb", 1);
-    sh(&["netns", "exec", &node.0, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let (node, pods) = topology(
+        "weftanp",
+        "node",
+        &[
+            ("server", "wefta", "10.1.2.1", "10.1.2.2"),
+            ("client", "weftb", "10.1.1.1", "10.1.1.2"),
+        ],
+    );
+    let (server, client) = (&pods[0], &pods[1]);
 
     // The server: accepts and drops connections until the test ends.
     let listener = weft_cni::run_in_netns(server.path(), || std::net::TcpListener::bind("10.1.2.2:8080"))

@@ -96,17 +96,22 @@ enum BenchKind {
     },
 }
 
-/// Peak resident set size of this process in MiB (VmHWM).
-pub fn peak_rss_mib() -> f64 {
+/// A memory field of `/proc/self/status` (`VmHWM:`, `VmRSS:` …) in MiB (0 if absent).
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map(|kib| kib / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// Peak resident set size of this process in MiB (VmHWM).
+pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
 }
 
 /// Runs a benchmark and prints its figures.
@@ -139,15 +144,7 @@ pub async fn run(server: &str, args: BenchArgs) -> Result<()> {
 
 /// `VmRSS` of this process in MiB.
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
+    status_mib("VmRSS:")
 }
 
 fn policy(shape: PolicyShape) -> Result<()> {

@@ -16,11 +16,11 @@
 //! This is TF's ordered application policy sets (an explicit `sequence`, evaluated
 //! before the namespace's policies) in the form Kubernetes standardised.
 
-use std::net::IpAddr;
-
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 use weft_model::admin_policy::{
     AdminAction, AdminNetworkPolicy, AdminNetworkPolicySubject, AdminPeer, AdminPort, AdminRuleSpec,
+    NamespacedPod,
 };
 
 use crate::{Endpoint, Flow, PodInfo, PolicySet, Protocol, selector_matches};
@@ -54,11 +54,6 @@ pub struct AdminRuleRef {
     pub action: AdminAction,
 }
 
-/// Upstream's `Protocol`: absent means TCP, unknown matches nothing.
-fn protocol_of(text: &str) -> Option<Protocol> {
-    Protocol::parse(text)
-}
-
 impl PolicySet {
     /// The ANPs by evaluation order: ascending priority, then name.
     pub fn admin_order(&self) -> Vec<&AdminNetworkPolicy> {
@@ -69,10 +64,21 @@ impl PolicySet {
 
     /// True if `subject` selects `pod`.
     pub fn subject_selects(&self, subject: &AdminNetworkPolicySubject, pod: &PodInfo) -> bool {
-        if let Some(ns) = &subject.namespaces {
+        self.pod_selected(subject.namespaces.as_ref(), subject.pods.as_ref(), pod)
+    }
+
+    /// The pod selection shared by subjects and peers: every pod of the namespaces
+    /// `namespaces` selects, else the pods `pods` selects; neither set: none.
+    fn pod_selected(
+        &self,
+        namespaces: Option<&LabelSelector>,
+        pods: Option<&NamespacedPod>,
+        pod: &PodInfo,
+    ) -> bool {
+        if let Some(ns) = namespaces {
             return selector_matches(ns, &self.namespace_labels(&pod.namespace));
         }
-        if let Some(p) = &subject.pods {
+        if let Some(p) = pods {
             return selector_matches(&p.namespace_selector, &self.namespace_labels(&pod.namespace))
                 && selector_matches(&p.pod_selector, &pod.labels);
         }
@@ -84,52 +90,33 @@ impl PolicySet {
     /// addresses). A peer with no field set matches nothing (validation refuses it).
     pub fn admin_peer_matches(&self, peer: &AdminPeer, endpoint: &Endpoint) -> bool {
         if let Some(nets) = &peer.networks {
-            let ips: Vec<IpAddr> = match endpoint {
-                Endpoint::External(ip) => vec![*ip],
-                Endpoint::Pod(i) => self.pods.get(*i).map(|p| p.ips.clone()).unwrap_or_default(),
-            };
+            let ips = self.endpoint_ips(endpoint);
             return nets
                 .iter()
                 .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
                 .any(|n| ips.iter().any(|ip| n.contains(ip)));
         }
         let Endpoint::Pod(i) = endpoint else { return false };
-        let Some(pod) = self.pods.get(*i) else {
-            return false;
-        };
-        if let Some(ns) = &peer.namespaces {
-            return selector_matches(ns, &self.namespace_labels(&pod.namespace));
-        }
-        if let Some(p) = &peer.pods {
-            return selector_matches(&p.namespace_selector, &self.namespace_labels(&pod.namespace))
-                && selector_matches(&p.pod_selector, &pod.labels);
-        }
-        false
+        self.pods
+            .get(*i)
+            .is_some_and(|pod| self.pod_selected(peer.namespaces.as_ref(), peer.pods.as_ref(), pod))
     }
 
     /// True if one of `ports` (absent: any) matches the flow's protocol and
     /// destination port; a named port resolves against the destination pod.
     pub fn admin_ports_match(&self, ports: Option<&[AdminPort]>, flow: &Flow) -> bool {
         let Some(ports) = ports else { return true };
-        let dst_pod = match flow.dst {
-            Endpoint::Pod(i) => self.pods.get(i),
-            Endpoint::External(_) => None,
-        };
         ports.iter().any(|p| {
             if let Some(n) = &p.port_number {
-                return protocol_of(&n.protocol) == Some(flow.protocol) && n.port == i32::from(flow.port);
+                return Protocol::parse(&n.protocol) == Some(flow.protocol) && n.port == i32::from(flow.port);
             }
             if let Some(r) = &p.port_range {
-                return protocol_of(&r.protocol) == Some(flow.protocol)
+                return Protocol::parse(&r.protocol) == Some(flow.protocol)
                     && r.start <= i32::from(flow.port)
                     && i32::from(flow.port) <= r.end;
             }
             if let Some(name) = &p.named_port {
-                return dst_pod.is_some_and(|pod| {
-                    pod.ports
-                        .iter()
-                        .any(|np| &np.name == name && np.port == flow.port && np.protocol == flow.protocol)
-                });
+                return self.named_port_matches(name, flow);
             }
             false
         })

@@ -329,10 +329,7 @@ impl PolicySet {
     /// else namespaceSelector AND podSelector (no namespaceSelector: `policy_ns`).
     pub fn peer_matches(&self, policy_ns: &str, peer: &NetworkPolicyPeer, endpoint: &Endpoint) -> bool {
         if let Some(block) = &peer.ip_block {
-            let ips: Vec<IpAddr> = match endpoint {
-                Endpoint::External(ip) => vec![*ip],
-                Endpoint::Pod(i) => self.pods.get(*i).map(|p| p.ips.clone()).unwrap_or_default(),
-            };
+            let ips = self.endpoint_ips(endpoint);
             let Ok(cidr) = block.cidr.parse::<ipnet::IpNet>() else {
                 return false;
             };
@@ -362,14 +359,31 @@ impl PolicySet {
         ns_ok && pod_ok
     }
 
+    /// The addresses of `endpoint` (a pod's, or the external address).
+    fn endpoint_ips<'a>(&'a self, endpoint: &'a Endpoint) -> &'a [IpAddr] {
+        match endpoint {
+            Endpoint::External(ip) => std::slice::from_ref(ip),
+            Endpoint::Pod(i) => self.pods.get(*i).map_or(&[], |p| p.ips.as_slice()),
+        }
+    }
+
+    /// True if the flow's destination is a pod with a container port `name` that is
+    /// the flow's port and protocol (an external destination has no named ports).
+    fn named_port_matches(&self, name: &str, flow: &Flow) -> bool {
+        let Endpoint::Pod(i) = flow.dst else {
+            return false;
+        };
+        self.pods.get(i).is_some_and(|pod| {
+            pod.ports
+                .iter()
+                .any(|np| np.name == name && np.port == flow.port && np.protocol == flow.protocol)
+        })
+    }
+
     fn port_matches(&self, ports: &[NetworkPolicyPort], flow: &Flow) -> bool {
         if ports.is_empty() {
             return true;
         }
-        let dst_pod = match flow.dst {
-            Endpoint::Pod(i) => self.pods.get(i),
-            Endpoint::External(_) => None,
-        };
         ports.iter().any(|p| {
             let proto = p
                 .protocol
@@ -385,11 +399,7 @@ impl PolicySet {
                     let end = p.end_port.unwrap_or(*start);
                     i32::from(flow.port) >= *start && i32::from(flow.port) <= end
                 }
-                Some(IntOrString::String(name)) => dst_pod.is_some_and(|pod| {
-                    pod.ports
-                        .iter()
-                        .any(|np| &np.name == name && np.port == flow.port && np.protocol == flow.protocol)
-                }),
+                Some(IntOrString::String(name)) => self.named_port_matches(name, flow),
             }
         })
     }

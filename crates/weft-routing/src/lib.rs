@@ -273,9 +273,20 @@ pub fn add_imported_routes(state: &mut NodeState, imported: &[ImportedRoute]) {
     sorted.sort();
     let mut warnings: BTreeSet<String> = state.warnings.iter().cloned().collect();
     for network in &mut state.networks {
+        let mut mine = sorted.iter().filter(|r| r.network == network.fq_name).peekable();
+        if mine.peek().is_none() {
+            continue;
+        }
+        // Where each prefix of the table is first routed (a lookup per imported route
+        // instead of a scan of the table).
+        let mut routed: BTreeMap<_, usize> = BTreeMap::new();
+        for (i, x) in network.routes.iter().enumerate() {
+            routed.entry(x.prefix).or_insert(i);
+        }
         let mut added = false;
-        for r in sorted.iter().filter(|r| r.network == network.fq_name) {
-            if let Some(existing) = network.routes.iter().find(|x| x.prefix == r.prefix) {
+        for r in mine {
+            if let Some(&i) = routed.get(&r.prefix) {
+                let existing = &network.routes[i];
                 if !matches!(existing.next_hop, NextHop::External { .. }) {
                     warnings.insert(format!(
                         "table {} ({}): imported {} from BGP peer {} (RD {}) overlaps a route of this cluster ({}); keeping the cluster's",
@@ -289,6 +300,7 @@ pub fn add_imported_routes(state: &mut NodeState, imported: &[ImportedRoute]) {
                 }
                 continue;
             }
+            routed.insert(r.prefix, network.routes.len());
             network.routes.push(NodeRoute {
                 prefix: r.prefix,
                 next_hop: NextHop::External {

@@ -14,8 +14,9 @@
 //!
 //! AdminNetworkPolicy and BaselineAdminNetworkPolicy (TF's sequence-numbered policy
 //! sets in their Kubernetes form, see [`weft_policy::admin`]) compile into ordered
-//! verdict rules ([`AdminRule`]: accept, drop, pass) per endpoint and direction: the
-//! ANPs' rules in evaluation order (priority, then name, then rule order), checked
+//! verdict rules ([`AdminRule`](weft_model::node::AdminRule): accept, drop, pass) per
+//! endpoint and direction: the ANPs' rules in evaluation order (priority, then name,
+//! then rule order), checked
 //! before the NetworkPolicy rules; the BANP's rules only where no NetworkPolicy
 //! isolates the pod. Peers and ports resolve as for NetworkPolicy (`networks` peers
 //! are their CIDRs; named ports as above).
@@ -33,7 +34,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use weft_model::InterfaceAttachment;
 use weft_model::admin_policy::{AdminNetworkPolicy, AdminPort, BaselineAdminNetworkPolicy};
-use weft_model::node::{AdminRule, EndpointPolicy, L4Protocol, PolicyRule};
+use weft_model::node::{EndpointPolicy, L4Protocol, PolicyRule};
 use weft_policy::{NamedPort, PodInfo, PolicySet, Protocol};
 
 /// Builds the [`PolicySet`] of the cluster: every pod that is not host-networked, with
@@ -157,16 +158,6 @@ pub fn compile_node_policies(
 /// address `ip` (one pod; for many, use one [`PolicyCompiler`]).
 pub fn compile_endpoint(set: &PolicySet, index: usize, key: String, ip: IpAddr) -> EndpointPolicy {
     PolicyCompiler::new(set).endpoint(index, key, ip)
-}
-
-/// The ANP rules of one side of pod `index`, in evaluation order.
-pub fn compile_admin_side(set: &PolicySet, index: usize, ingress: bool) -> Vec<AdminRule> {
-    PolicyCompiler::new(set).admin_side(index, ingress)
-}
-
-/// The BANP rules of one side of pod `index` (empty if it does not select the pod).
-pub fn compile_baseline_side(set: &PolicySet, index: usize, ingress: bool) -> Vec<AdminRule> {
-    PolicyCompiler::new(set).baseline_side(index, ingress)
 }
 
 /// The NetworkPolicy rules of one side of pod `index` (`None`: not isolated for that

@@ -94,20 +94,26 @@ pub fn name_sets(objects: Vec<NfListObject<'static>>) -> Vec<NfListObject<'stati
             let Expression::Named(NamedExpression::Set(items)) = &m.right else {
                 continue;
             };
+            if !items.iter().all(|i| matches!(i, SetItem::Element(_))) {
+                continue;
+            }
             let Some(types) = key_type(&m.left) else {
                 continue;
             };
-            let Some(elements) = items
-                .iter()
-                .map(|i| match i {
-                    SetItem::Element(e) => Some(e.clone()),
+            let name = format!("{}.{index}.{j}", rule.chain);
+            // The elements move from the rule into the set (no copy).
+            let Expression::Named(NamedExpression::Set(items)) =
+                std::mem::replace(&mut m.right, Expression::String(format!("@{name}").into()))
+            else {
+                unreachable!("checked above")
+            };
+            let elements: Vec<Expression<'static>> = items
+                .into_iter()
+                .filter_map(|i| match i {
+                    SetItem::Element(e) => Some(e),
                     _ => None,
                 })
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            let name = format!("{}.{index}.{j}", rule.chain);
+                .collect();
             // Address and port sets are interval sets whatever their elements today, so
             // that a prefix or range appearing later is an element change, not a new set.
             let interval = elements.iter().any(has_interval)
@@ -132,7 +138,6 @@ pub fn name_sets(objects: Vec<NfListObject<'static>>) -> Vec<NfListObject<'stati
                 size: None,
                 comment: None,
             })));
-            m.right = Expression::String(format!("@{name}").into());
         }
         rule.expr = Cow::Owned(expr);
         others.push(NfListObject::Rule(rule));
@@ -141,47 +146,59 @@ pub fn name_sets(objects: Vec<NfListObject<'static>>) -> Vec<NfListObject<'stati
     sets
 }
 
-/// A set's elements keyed by their JSON (expressions have no order of their own).
-type Elements = BTreeMap<String, Expression<'static>>;
+/// The elements of a set keyed by their JSON (expressions have no order of their own).
+fn keyed<'a>(elements: &'a [Expression<'static>]) -> BTreeMap<String, &'a Expression<'static>> {
+    elements
+        .iter()
+        .map(|e| (serde_json::to_string(e).unwrap_or_default(), e))
+        .collect()
+}
 
-/// Splits `objects` into the skeleton (sets without elements; the fingerprint chain's
-/// rule left out) and the elements of each set.
-fn split(objects: &[NfListObject<'static>]) -> (Vec<NfListObject<'static>>, BTreeMap<String, Elements>) {
-    let mut skeleton = Vec::new();
-    let mut elements = BTreeMap::new();
-    for o in objects {
-        match o {
-            NfListObject::Set(s) => {
-                let mut bare = s.clone();
-                let elem = bare.elem.take().map(Cow::into_owned).unwrap_or_default();
-                elements.insert(
-                    s.name.to_string(),
-                    elem.into_iter()
-                        .map(|e| (serde_json::to_string(&e).unwrap_or_default(), e))
-                        .collect(),
-                );
-                skeleton.push(NfListObject::Set(bare));
-            }
-            NfListObject::Rule(r) if r.chain == FINGERPRINT_CHAIN => {}
-            other => skeleton.push(other.clone()),
-        }
-    }
-    (skeleton, elements)
+/// The objects of a table but the fingerprint chain's rule (which always differs).
+fn skeleton<'t>(objects: &'t [NfListObject<'static>]) -> impl Iterator<Item = &'t NfListObject<'static>> {
+    objects
+        .iter()
+        .filter(|o| !matches!(o, NfListObject::Rule(r) if r.chain == FINGERPRINT_CHAIN))
+}
+
+/// True when two sets are the same but for their elements.
+fn same_declaration(a: &Set<'static>, b: &Set<'static>) -> bool {
+    let Set {
+        family,
+        table,
+        name,
+        handle,
+        set_type,
+        policy,
+        flags,
+        elem: _,
+        timeout,
+        gc_interval,
+        size,
+        comment,
+    } = a;
+    *family == b.family
+        && *table == b.table
+        && *name == b.name
+        && *handle == b.handle
+        && *set_type == b.set_type
+        && *policy == b.policy
+        && *flags == b.flags
+        && *timeout == b.timeout
+        && *gc_interval == b.gc_interval
+        && *size == b.size
+        && *comment == b.comment
 }
 
 /// The commands that turn the live table `old` into `new` when they differ only in set
 /// elements (and the fingerprint rule): deleted elements first, then added ones, then
 /// the fingerprint chain flushed and refilled. `None` when chains, rules or set
-/// declarations differ (the caller rewrites the table). Pure.
+/// declarations differ (the caller rewrites the table). Pure; only the sets whose
+/// elements differ are looked at element by element.
 pub fn element_diff(
     old: &[NfListObject<'static>],
     new: &[NfListObject<'static>],
 ) -> Option<Vec<NfObject<'static>>> {
-    let (old_skeleton, old_elements) = split(old);
-    let (new_skeleton, new_elements) = split(new);
-    if old_skeleton != new_skeleton {
-        return None;
-    }
     let element = |set: &str, elem: Vec<Expression<'static>>| {
         NfListObject::Element(Element {
             family: NfFamily::INet,
@@ -190,26 +207,47 @@ pub fn element_diff(
             elem: Cow::Owned(elem),
         })
     };
+    let (mut old_objects, mut new_objects) = (skeleton(old), skeleton(new));
     let mut deletes = Vec::new();
     let mut adds = Vec::new();
-    for (set, new_set) in &new_elements {
-        let empty = Elements::new();
-        let old_set = old_elements.get(set).unwrap_or(&empty);
+    loop {
+        let (a, b) = match (old_objects.next(), new_objects.next()) {
+            (None, None) => break,
+            (Some(a), Some(b)) => (a, b),
+            _ => return None,
+        };
+        let (NfListObject::Set(a), NfListObject::Set(b)) = (a, b) else {
+            if a != b {
+                return None;
+            }
+            continue;
+        };
+        if !same_declaration(a, b) {
+            return None;
+        }
+        let (old_set, new_set) = (
+            a.elem.as_deref().unwrap_or_default(),
+            b.elem.as_deref().unwrap_or_default(),
+        );
+        if old_set == new_set {
+            continue;
+        }
+        let (old_set, new_set) = (keyed(old_set), keyed(new_set));
         let removed: Vec<_> = old_set
             .iter()
             .filter(|(k, _)| !new_set.contains_key(*k))
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| (*e).clone())
             .collect();
         let added: Vec<_> = new_set
             .iter()
             .filter(|(k, _)| !old_set.contains_key(*k))
-            .map(|(_, e)| e.clone())
+            .map(|(_, e)| (*e).clone())
             .collect();
         if !removed.is_empty() {
-            deletes.push(NfObject::CmdObject(NfCmd::Delete(element(set, removed))));
+            deletes.push(NfObject::CmdObject(NfCmd::Delete(element(&b.name, removed))));
         }
         if !added.is_empty() {
-            adds.push(NfObject::CmdObject(NfCmd::Add(element(set, added))));
+            adds.push(NfObject::CmdObject(NfCmd::Add(element(&b.name, added))));
         }
     }
     let mut commands = deletes;

@@ -2,6 +2,7 @@
 //! in the style of the upstream policy-api conformance tests, and properties of the
 //! stage order.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use proptest::prelude::*;
 use weft_model::admin_policy::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 
@@ -197,8 +198,10 @@ fn arb_selector() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    /// Adding, at the lowest priority value, an ANP that passes everything never
-    /// changes a verdict; one that denies everything denies every flow between pods.
+    /// An Allow ANP only opens flows; adding, at the lowest priority value, an ANP that
+    /// passes everything leaves NetworkPolicy alone to decide (the other ANPs are
+    /// skipped); one that denies egress from its subject to its peers denies exactly
+    /// those flows and changes no other verdict.
     #[test]
     fn pass_everything_is_neutral_and_deny_everything_is_absolute(
         subject in arb_selector(), peer in arb_selector(), port in 79u16..83,
@@ -214,11 +217,21 @@ proptest! {
         // Pass skips the Allow ANP too: the result is NetworkPolicy alone.
         let np_only = matrix(&world(vec![np("x", "deny", json!({"podSelector": {}}))]), port, Protocol::Tcp);
         prop_assert_eq!(&after, &np_only);
-        prop_assert!(before.iter().zip(&np_only).all(|(b, n)| b.bytes().zip(n.bytes()).all(|(b, n)| n == b'.' || b == b'.' || b == n)));
-        set.admin.push(anp("deny", 0, json!({"subject": {"namespaces": subject},
-            "egress": [{"action": "Deny", "to": [{"namespaces": peer}]}]})));
+        // Wherever NetworkPolicy alone allows, the Allow ANP allows too.
+        prop_assert!(before.iter().zip(&np_only).all(|(b, n)| b.bytes().zip(n.bytes()).all(|(b, n)| n != b'.' || b == b'.')));
+        set.admin.push(anp("deny", 0, json!({"subject": {"namespaces": subject.clone()},
+            "egress": [{"action": "Deny", "to": [{"namespaces": peer.clone()}]}]})));
         let denied = matrix(&set, port, Protocol::Tcp);
-        // "deny" sorts before "pass" at the same priority: egress denied for its subject.
-        prop_assert!(denied.iter().zip(&after).all(|(d, a)| d.bytes().zip(a.bytes()).all(|(d, a)| a == b'X' || d == b'X' || d == a)));
+        // "deny" sorts before "pass" at the same priority: egress from its subject to its
+        // peers is denied, every other cell is as before.
+        let selector = |v: &serde_json::Value| -> LabelSelector { serde_json::from_value(v.clone()).expect("selector") };
+        let (subject, peer) = (selector(&subject), selector(&peer));
+        let in_ns = |sel: &LabelSelector, pod: usize| selector_matches(sel, &set.namespace_labels(&set.pods[pod].namespace));
+        for (s, (d_row, a_row)) in denied.iter().zip(&after).enumerate() {
+            for (d, (got, was)) in d_row.bytes().zip(a_row.bytes()).enumerate() {
+                let want = if in_ns(&subject, s) && in_ns(&peer, d) { b'X' } else { was };
+                prop_assert_eq!(got, want, "{} -> {}", s, d);
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weft_model::admin_policy::{AdminAction, AdminNetworkPolicy, AdminPeer, AdminRuleSpec};
+use weft_model::admin_policy::{AdminNetworkPolicy, AdminPeer, AdminRuleSpec, NamespacedPod};
 use weft_model::node::{AdminRule, AdminVerdict, EndpointPolicy, PolicyPort, PolicyRule};
 use weft_policy::{Endpoint, PodInfo, PolicySet, Protocol, policy_types, selector_matches};
 
@@ -103,41 +103,25 @@ impl<'a> PolicyCompiler<'a> {
         }
         for a in 0..c.admin.len() {
             let subject = &c.admin[a].spec.subject;
-            for i in c.subject_pods(
-                subject.namespaces.as_ref(),
-                subject
-                    .pods
-                    .as_ref()
-                    .map(|p| (&p.namespace_selector, &p.pod_selector)),
-            ) {
+            for i in c.subject_pods(subject.namespaces.as_ref(), subject.pods.as_ref()) {
                 c.admin_subject[i].push(a);
             }
         }
         if let Some(banp) = &set.baseline {
             let subject = &banp.spec.subject;
-            for i in c.subject_pods(
-                subject.namespaces.as_ref(),
-                subject
-                    .pods
-                    .as_ref()
-                    .map(|p| (&p.namespace_selector, &p.pod_selector)),
-            ) {
+            for i in c.subject_pods(subject.namespaces.as_ref(), subject.pods.as_ref()) {
                 c.baseline_subject[i] = true;
             }
         }
         c
     }
 
-    /// Pods of the namespaces `namespaces` selects, or (`pods`) of the namespaces the
-    /// first selector selects that the second selects; neither: none.
-    fn subject_pods(
-        &self,
-        namespaces: Option<&LabelSelector>,
-        pods: Option<(&LabelSelector, &LabelSelector)>,
-    ) -> Vec<usize> {
+    /// Pods of the namespaces `namespaces` selects, else the pods `pods` selects;
+    /// neither: none (an admin subject or peer, as [`PolicySet::subject_selects`]).
+    fn subject_pods(&self, namespaces: Option<&LabelSelector>, pods: Option<&NamespacedPod>) -> Vec<usize> {
         match (namespaces, pods) {
             (Some(ns), _) => self.pods_in(ns, None),
-            (None, Some((ns, pod))) => self.pods_in(ns, Some(pod)),
+            (None, Some(p)) => self.pods_in(&p.namespace_selector, Some(&p.pod_selector)),
             (None, None) => Vec::new(),
         }
     }
@@ -242,12 +226,7 @@ impl<'a> PolicyCompiler<'a> {
                 pods.extend(self.pods_where(|e| self.set.admin_peer_matches(peer, e)));
                 continue;
             }
-            let selected = self.subject_pods(
-                peer.namespaces.as_ref(),
-                peer.pods
-                    .as_ref()
-                    .map(|p| (&p.namespace_selector, &p.pod_selector)),
-            );
+            let selected = self.subject_pods(peer.namespaces.as_ref(), peer.pods.as_ref());
             prefixes.extend(self.prefixes_of(&selected));
             pods.extend(selected);
         }
@@ -409,17 +388,12 @@ impl<'a> PolicyCompiler<'a> {
                 &anp.spec.egress
             };
             for (r, rule) in rules.iter().enumerate() {
-                let verdict = match rule.action {
-                    AdminAction::Allow => AdminVerdict::Accept,
-                    AdminAction::Deny => AdminVerdict::Drop,
-                    AdminAction::Pass => AdminVerdict::Pass,
-                };
                 self.admin_rule(
                     RuleKey::Admin(a, ingress, r),
                     index,
                     rule,
                     ingress,
-                    verdict,
+                    rule.action.into(),
                     &mut out,
                 );
             }
@@ -443,16 +417,12 @@ impl<'a> PolicyCompiler<'a> {
         };
         let mut out = Vec::new();
         for (r, rule) in rules.iter().enumerate() {
-            let verdict = match AdminAction::from(rule.action) {
-                AdminAction::Allow => AdminVerdict::Accept,
-                _ => AdminVerdict::Drop,
-            };
             self.admin_rule(
                 RuleKey::Baseline(ingress, r),
                 index,
                 rule,
                 ingress,
-                verdict,
+                rule.action.into(),
                 &mut out,
             );
         }
