@@ -646,10 +646,10 @@ impl Agent {
             .take();
         let netns = self.inner.config.netns.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let mut pass = || {
+            let pass = move || {
                 let outcome = nft::sync_incremental(wanted.as_ref(), &mut last, &mut previous)
                     .map_err(|e| e.to_string());
-                (outcome, last.clone(), previous.clone())
+                (outcome, last, previous)
             };
             let outcome = match &netns {
                 Some(path) => weft_cni::run_in_netns(path, pass).map_err(|e| e.to_string()),

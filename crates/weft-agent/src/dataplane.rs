@@ -758,50 +758,46 @@ fn render_tunnel<'a>(
     ctx: &RouteContext<'a>,
     used_peers: &mut BTreeSet<&'a str>,
 ) {
-    {
-        {
-            let peer = ctx
-                .state
-                .peers
-                .iter()
-                .chain(ctx.externals.iter())
-                .find(|p| p.node == node);
-            let (Some(peer), Some(hop)) = (peer, ctx.next_hops.get(node)) else {
-                warnings.push(format!(
-                    "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
-                ));
-                return;
-            };
-            let IpAddr::V4(peer_ip) = peer.underlay_ip else {
-                warnings.push(format!(
-                    "table {table}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
-                    peer.underlay_ip
-                ));
-                return;
-            };
-            used_peers.insert(peer.node.as_str());
-            insert_route(
-                out,
-                warnings,
-                RouteSpec {
-                    key: RouteKey {
-                        table,
-                        dst,
-                        metric: 0,
-                    },
-                    kind: RouteKind::Unicast,
-                    scope: Scope::Universe,
-                    dev: Some(VXLAN_DEVICE.to_string()),
-                    via: Some(IpAddr::V4(*hop)),
-                    onlink: true,
-                    encap: Some(TunnelEncap {
-                        id: u64::from(vni.0),
-                        dst: peer_ip,
-                    }),
-                },
-            );
-        }
-    }
+    let peer = ctx
+        .state
+        .peers
+        .iter()
+        .chain(ctx.externals.iter())
+        .find(|p| p.node == node);
+    let (Some(peer), Some(hop)) = (peer, ctx.next_hops.get(node)) else {
+        warnings.push(format!(
+            "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
+        ));
+        return;
+    };
+    let IpAddr::V4(peer_ip) = peer.underlay_ip else {
+        warnings.push(format!(
+            "table {table}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
+            peer.underlay_ip
+        ));
+        return;
+    };
+    used_peers.insert(peer.node.as_str());
+    insert_route(
+        out,
+        warnings,
+        RouteSpec {
+            key: RouteKey {
+                table,
+                dst,
+                metric: 0,
+            },
+            kind: RouteKind::Unicast,
+            scope: Scope::Universe,
+            dev: Some(VXLAN_DEVICE.to_string()),
+            via: Some(IpAddr::V4(*hop)),
+            onlink: true,
+            encap: Some(TunnelEncap {
+                id: u64::from(vni.0),
+                dst: peer_ip,
+            }),
+        },
+    );
 }
 
 fn local_route(table: u32, dst: IpNet, host_if: &str) -> RouteSpec {

@@ -78,7 +78,7 @@ impl StateSource for ControllerList {
             for i in 0..self.clients.len() {
                 let index = (start + i) % self.clients.len();
                 let client = &self.clients[index];
-                match NodeStateClient::watch(client, node, after).await {
+                match StateSource::watch(client, node, after).await {
                     Ok(stream) => {
                         if index != start {
                             tracing::info!(controller = %client.url(), "switched to another controller replica");
@@ -86,7 +86,7 @@ impl StateSource for ControllerList {
                         self.current.store(index, Ordering::SeqCst);
                         // Next reconnect (after this stream breaks) tries the next replica
                         // first only if this one then fails.
-                        return Ok(stream.map(|item| item.map_err(anyhow::Error::from)).boxed());
+                        return Ok(stream);
                     }
                     Err(e) => errors.push(format!("{}: {e}", client.url())),
                 }

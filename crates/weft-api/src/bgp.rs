@@ -61,7 +61,7 @@ use weft_model::{
     InputKind, InputObject, InterfaceAttachment, MacAddr, ServiceRecord, VirtualNetworkRecord, Vni,
 };
 
-use crate::controller::Controller;
+use crate::controller::{Controller, RoutingInputs};
 
 /// Type and subtype of the router-MAC extended community (RFC 9135 §8.1).
 const ROUTER_MAC: [u8; 2] = [0x06, 0x03];
@@ -638,6 +638,11 @@ pub async fn network_routes(c: &Controller, network: &str) -> Result<NetworkRout
 }
 
 /// The BGP task's private state between reconciles.
+///
+/// A reconcile runs on every commit, speaker event and [`TICK`]; most find nothing new.
+/// The `*_from` fields remember what each step was last computed from, so a reconcile
+/// whose inputs did not change skips it (no store scan, no export recomputation, no
+/// Loc-RIB dump) and only retries what failed.
 #[derive(Default)]
 struct Runtime {
     speaker: Option<Speaker>,
@@ -646,6 +651,21 @@ struct Runtime {
     /// Peers added to the speaker: name → (settings, id).
     added: BTreeMap<String, (EffectiveBgpPeer, PeerId)>,
     exported: BTreeMap<RouteKey, Export>,
+    /// Store revision the configuration and BgpPeers (valid ones, errors) were read at.
+    config_from: Option<(u64, Arc<ConfigRead>)>,
+    /// Routing inputs and router ID `exported` was fully originated from, with the
+    /// notes of that pass.
+    exports_from: Option<(Arc<RoutingInputs>, Ipv4Addr, Vec<String>)>,
+    /// Routing inputs and peers the imports were last computed from; cleared when a
+    /// speaker event says the Loc-RIB may have changed.
+    imports_from: Option<(Arc<RoutingInputs>, BTreeMap<PeerId, String>)>,
+}
+
+/// The configuration and BgpPeers at one store revision.
+struct ConfigRead {
+    cfg: EffectiveConfig,
+    peers: Vec<EffectiveBgpPeer>,
+    bad: Vec<String>,
 }
 
 impl Runtime {
@@ -657,10 +677,20 @@ impl Runtime {
         self.identity = None;
         self.added.clear();
         self.exported.clear();
+        self.exports_from = None;
+        self.imports_from = None;
     }
 
-    /// Brings the speaker in line with the configuration; returns (state, reason).
-    async fn reconcile(&mut self, c: &Controller) -> (String, String) {
+    /// The configuration and BgpPeers, read from the store once per revision.
+    async fn read_config(&mut self, c: &Controller) -> Arc<ConfigRead> {
+        // The revision first: a commit in between makes the cache look older than it
+        // is, which only costs one more read.
+        let revision = c.revision();
+        if let Some((at, read)) = &self.config_from
+            && *at == revision
+        {
+            return read.clone();
+        }
         let cfg = c.config().await;
         let mut peers = Vec::new();
         let mut bad = Vec::new();
@@ -677,7 +707,16 @@ impl Runtime {
                 Err(e) => bad.push(e.to_string()),
             }
         }
-        let enabled = cfg.bgp_listen.is_some() || !peers.is_empty();
+        let read = Arc::new(ConfigRead { cfg, peers, bad });
+        self.config_from = Some((revision, read.clone()));
+        read
+    }
+
+    /// Brings the speaker in line with the configuration; returns (state, reason).
+    async fn reconcile(&mut self, c: &Controller) -> (String, String) {
+        let read = self.read_config(c).await;
+        let cfg = &read.cfg;
+        let enabled = cfg.bgp_listen.is_some() || !read.peers.is_empty();
         if !enabled {
             self.stop().await;
             c.set_imported(Vec::new(), BTreeMap::new());
@@ -732,12 +771,14 @@ impl Runtime {
 
         // Peers: refused ones get no session; changed ones are re-added.
         let mut slots = BTreeMap::new();
-        let desired: BTreeMap<String, EffectiveBgpPeer> =
-            peers.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let desired: BTreeMap<&str, &EffectiveBgpPeer> =
+            read.peers.iter().map(|p| (p.name.as_str(), p)).collect();
         let stale: Vec<String> = self
             .added
             .iter()
-            .filter(|(name, (spec, _))| desired.get(*name) != Some(spec) || refusal(&cfg, spec).is_some())
+            .filter(|(name, (spec, _))| {
+                desired.get(name.as_str()).copied() != Some(spec) || refusal(cfg, spec).is_some()
+            })
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
@@ -745,21 +786,21 @@ impl Runtime {
                 let _ = speaker.remove_peer(id).await;
             }
         }
-        let mut errors = bad;
-        for (name, spec) in &desired {
-            let refused = refusal(&cfg, spec);
+        let mut errors = read.bad.clone();
+        for (&name, &spec) in &desired {
+            let refused = refusal(cfg, spec);
             let mut id = self.added.get(name).map(|(_, id)| *id);
             if refused.is_none() && id.is_none() {
                 match speaker.add_peer(peer_config(spec)).await {
                     Ok(new) => {
-                        self.added.insert(name.clone(), (spec.clone(), new));
+                        self.added.insert(name.to_string(), (spec.clone(), new));
                         id = Some(new);
                     }
                     Err(e) => errors.push(format!("BgpPeer {name}: {e}")),
                 }
             }
             slots.insert(
-                name.clone(),
+                name.to_string(),
                 PeerSlot {
                     spec: spec.clone(),
                     id,
@@ -768,61 +809,85 @@ impl Runtime {
             );
         }
 
-        // Exports.
+        // Exports: recomputed when the routing inputs or the router ID changed, or the
+        // last pass did not originate everything; only changed routes reach the speaker.
         let inputs = c.bgp_inputs().await;
-        let (desired_exports, notes) = export_routes(
-            router_id,
-            &inputs.networks,
-            &inputs.interfaces,
-            &inputs.services,
-            &inputs.nodes,
-        );
-        let gone: Vec<RouteKey> = self
-            .exported
-            .keys()
-            .filter(|k| !desired_exports.contains_key(k))
-            .copied()
-            .collect();
-        for key in gone {
-            let _ = speaker.withdraw(key).await;
-            self.exported.remove(&key);
-        }
-        for (key, export) in &desired_exports {
-            if self.exported.get(key) != Some(export) {
-                if speaker
-                    .originate_with(*key, export.attrs.clone(), export.label)
-                    .await
-                    .is_err()
-                {
-                    break;
+        let notes = match &self.exports_from {
+            Some((from, id, notes)) if Arc::ptr_eq(from, &inputs) && *id == router_id => notes.clone(),
+            _ => {
+                let (desired_exports, notes) = export_routes(
+                    router_id,
+                    &inputs.networks,
+                    &inputs.interfaces,
+                    &inputs.services,
+                    &inputs.nodes,
+                );
+                let gone: Vec<RouteKey> = self
+                    .exported
+                    .keys()
+                    .filter(|k| !desired_exports.contains_key(k))
+                    .copied()
+                    .collect();
+                for key in gone {
+                    let _ = speaker.withdraw(key).await;
+                    self.exported.remove(&key);
                 }
-                self.exported.insert(*key, export.clone());
+                let mut complete = true;
+                for (key, export) in &desired_exports {
+                    if self.exported.get(key) != Some(export) {
+                        if speaker
+                            .originate_with(*key, export.attrs.clone(), export.label)
+                            .await
+                            .is_err()
+                        {
+                            complete = false;
+                            break;
+                        }
+                        self.exported.insert(*key, export.clone());
+                    }
+                }
+                self.exports_from = complete.then(|| (inputs.clone(), router_id, notes.clone()));
+                notes
             }
-        }
+        };
 
-        // Imports.
+        // Imports: recomputed when the Loc-RIB (speaker event), the peers or the
+        // routing inputs changed.
         let by_id: BTreeMap<PeerId, String> = self
             .added
             .iter()
             .map(|(name, (_, id))| (*id, name.clone()))
             .collect();
-        let own: BTreeSet<Ipv4Addr> = inputs
-            .nodes
-            .iter()
-            .filter_map(|n| match weft_routing::node_internal_ip(n) {
-                Some(IpAddr::V4(v4)) => Some(v4),
-                _ => None,
-            })
-            .collect();
-        let routes = speaker.routes().await.unwrap_or_default();
-        let (imported, accepted) = import_routes(&routes, &by_id, &inputs.networks, &own);
+        let unchanged = matches!(&self.imports_from,
+            Some((from, ids)) if Arc::ptr_eq(from, &inputs) && *ids == by_id);
+        if !unchanged {
+            let own: BTreeSet<Ipv4Addr> = inputs
+                .nodes
+                .iter()
+                .filter_map(|n| match weft_routing::node_internal_ip(n) {
+                    Some(IpAddr::V4(v4)) => Some(v4),
+                    _ => None,
+                })
+                .collect();
+            match speaker.routes().await {
+                Ok(routes) => {
+                    let (imported, accepted) = import_routes(&routes, &by_id, &inputs.networks, &own);
+                    c.set_imported(imported, accepted);
+                    self.imports_from = Some((inputs.clone(), by_id));
+                }
+                Err(_) => {
+                    // Speaker gone: nothing imported (retried on the next pass).
+                    c.set_imported(Vec::new(), BTreeMap::new());
+                    self.imports_from = None;
+                }
+            }
+        }
         let exported = self.exported.len();
         let refused: Vec<String> = slots
             .iter()
             .filter_map(|(name, s)| s.refused.as_ref().map(|r| format!("BgpPeer {name} {r}")))
             .collect();
-        let imported_count = imported.len();
-        c.set_imported(imported, accepted);
+        let imported_count = c.with_bgp(|b| b.imported.len());
         c.with_bgp(|b| {
             b.speaker = Some(speaker.clone());
             b.peers = slots;
@@ -881,34 +946,41 @@ pub async fn run_while_leader(controller: Arc<Controller>, mut leader: tokio::sy
             b.state = state;
             b.reason = reason;
         });
-        let event = async {
-            match rt.events.as_mut() {
-                Some(rx) => {
-                    let _ = rx.recv().await;
-                    // Coalesce a burst (a full table arriving) into one reconcile.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    while rx.try_recv().is_ok() {}
+        let rib_changed = {
+            let event = async {
+                match rt.events.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.recv().await;
+                        // Coalesce a burst (a full table arriving) into one reconcile.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        while rx.try_recv().is_ok() {}
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                None => std::future::pending::<()>().await,
+            };
+            tokio::select! {
+                changed = commits.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    commits.borrow_and_update();
+                    false
+                }
+                () = event => true,
+                () = tokio::time::sleep(TICK) => false,
+                // A leadership that never changes (embedded store) has no sender left:
+                // stop polling it rather than spin on its error.
+                r = leader.changed(), if leader_can_change => {
+                    if r.is_err() {
+                        leader_can_change = false;
+                    }
+                    false
+                }
+                _ = closing.wait_for(|c| *c) => break,
             }
         };
-        tokio::select! {
-            changed = commits.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                commits.borrow_and_update();
-            }
-            () = event => {}
-            () = tokio::time::sleep(TICK) => {}
-            // A leadership that never changes (embedded store) has no sender left:
-            // stop polling it rather than spin on its error.
-            r = leader.changed(), if leader_can_change => {
-                if r.is_err() {
-                    leader_can_change = false;
-                }
-            }
-            _ = closing.wait_for(|c| *c) => break,
+        if rib_changed {
+            rt.imports_from = None;
         }
     }
     rt.stop().await;

@@ -321,10 +321,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shutdown = closing_streams(&controller, shutdown);
-    axum::serve(listener, router(controller))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_auth(controller, listener, None, shutdown).await
 }
 
 /// Serves the API on a Unix socket until `shutdown` completes: the way agents in other
@@ -335,10 +332,7 @@ pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let shutdown = closing_streams(&controller, shutdown);
-    axum::serve(listener, router(controller))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_unix_with_auth(controller, listener, None, shutdown).await
 }
 
 /// [`router`] guarded by [`crate::auth::require_token`] when `token` is `Some` (writes and

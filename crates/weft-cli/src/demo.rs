@@ -580,37 +580,27 @@ async fn federation() -> Result<()> {
     }
     step(start, "cluster 1 imported cluster 2's routes");
     let show = |title: &str| println!("\n== {title}");
-    show("cluster 1: weft bgp peers");
-    crate::controller::bgp(
-        &url1,
-        crate::controller::BgpArgs {
-            command: crate::controller::BgpCommand::Peers {
-                output: crate::controller::RoutesFormat::Text,
-            },
-        },
-    )
-    .await?;
-    show("cluster 2: weft bgp peers");
-    crate::controller::bgp(
-        &url2,
-        crate::controller::BgpArgs {
-            command: crate::controller::BgpCommand::Peers {
-                output: crate::controller::RoutesFormat::Text,
-            },
-        },
-    )
-    .await?;
-    show("cluster 1: weft routes fed (its pod, and cluster 2's imported with RD, RTs and peer)");
-    for url in [&url1, &url2] {
+    for (cluster, url) in [("cluster 1", &url1), ("cluster 2", &url2)] {
+        show(&format!("{cluster}: weft bgp peers"));
+        let command = crate::controller::BgpCommand::Peers {
+            output: crate::controller::RoutesFormat::Text,
+        };
+        crate::controller::bgp(url, crate::controller::BgpArgs { command }).await?;
+    }
+    for (title, url) in [
+        (
+            "cluster 1: weft routes fed (its pod, and cluster 2's imported with RD, RTs and peer)",
+            &url1,
+        ),
+        ("cluster 2: weft routes fed", &url2),
+    ] {
+        show(title);
         let args = crate::controller::RoutesArgs {
             network: Some("fed".into()),
             node: None,
             output: crate::controller::RoutesFormat::Text,
         };
         crate::controller::routes(url, args).await?;
-        if url == &url1 {
-            show("cluster 2: weft routes fed");
-        }
     }
     show("cluster 1: node c1-node-1's tables (the imported /32 tunnels straight to cluster 2's node)");
     crate::controller::routes(

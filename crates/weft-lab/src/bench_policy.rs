@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use weft_api::node_client::NodeStateClient;
-use weft_api::types::ManifestDocument;
+use weft_api::types::{ApplyRequest, ManifestDocument};
 
 use crate::Progress;
 use crate::echo::{ProbeKind, Proto, probe_from_netns};
@@ -59,43 +59,31 @@ fn netns_path(name: &str) -> PathBuf {
     PathBuf::from(NETNS_DIR).join(name)
 }
 
-fn doc(source: &str, object: Value) -> ManifestDocument {
-    ManifestDocument {
-        source: source.to_string(),
-        object,
-    }
+/// `objects` as documents named `bench policy#N`.
+fn docs(objects: impl IntoIterator<Item = Value>) -> Vec<ManifestDocument> {
+    ApplyRequest::from_objects("bench policy", objects).documents
 }
 
-fn client_pod(role: &str) -> ManifestDocument {
-    doc(
-        "bench client",
-        json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "bp-client", "namespace": "default", "labels": {"role": role}},
-            "spec": {"nodeName": "node-1",
-                     "containers": [{"name": "c", "image": "weft/echo", "ports": [{"containerPort": 80}]}]}}),
-    )
+/// An echo pod serving 80/tcp on `node`.
+fn pod(name: &str, node: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"nodeName": node,
+                 "containers": [{"name": "c", "image": "weft/echo", "ports": [{"containerPort": 80}]}]}})
+}
+
+fn client_pod(role: &str) -> Value {
+    pod("bp-client", "node-1", json!({"role": role}))
 }
 
 /// A pod that is always allowed, so the server's peer set never becomes empty (an
 /// empty set drops its rule, which is a structural change, not an element change).
-fn other_pod() -> ManifestDocument {
-    doc(
-        "bench other client",
-        json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "bp-other", "namespace": "default", "labels": {"role": "allowed"}},
-            "spec": {"nodeName": "node-1",
-                     "containers": [{"name": "c", "image": "weft/echo", "ports": [{"containerPort": 80}]}]}}),
-    )
+fn other_pod() -> Value {
+    pod("bp-other", "node-1", json!({"role": "allowed"}))
 }
 
-fn server_pod() -> ManifestDocument {
-    doc(
-        "bench server",
-        json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "bp-server", "namespace": "default", "labels": {"app": "bp-server"}},
-            "spec": {"nodeName": "node-2",
-                     "containers": [{"name": "c", "image": "weft/echo", "ports": [{"containerPort": 80}]}]}}),
-    )
+fn server_pod() -> Value {
+    pod("bp-server", "node-2", json!({"app": "bp-server"}))
 }
 
 /// The `i`-th of the [`PEERS`] addresses: every other address of 172.16.0.0/12, so no
@@ -105,37 +93,28 @@ fn peer(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + n)
 }
 
-fn label_policy() -> ManifestDocument {
-    doc(
-        "bench label policy",
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "bp-label", "namespace": "default"},
-            "spec": {"podSelector": {"matchLabels": {"app": "bp-server"}},
-                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "allowed"}}}]}]}}),
-    )
+fn label_policy() -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bp-label", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "bp-server"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "allowed"}}}]}]}})
 }
 
-fn peers_policy(client: Ipv4Addr) -> ManifestDocument {
+fn peers_policy(client: Ipv4Addr) -> Value {
     let mut from: Vec<Value> = (0..PEERS)
         .map(|i| json!({"ipBlock": {"cidr": format!("{}/32", peer(i))}}))
         .collect();
     from.push(json!({"ipBlock": {"cidr": format!("{client}/32")}}));
-    doc(
-        "bench peers policy",
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "bp-peers", "namespace": "default"},
-            "spec": {"podSelector": {"matchLabels": {"app": "bp-server"}},
-                     "ingress": [{"from": from}]}}),
-    )
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bp-peers", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "bp-server"}},
+                 "ingress": [{"from": from}]}})
 }
 
-fn service() -> ManifestDocument {
-    doc(
-        "bench service",
-        json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "bp-svc", "namespace": "default"},
-            "spec": {"selector": {"app": "bp-server"}, "ports": [{"port": 80, "targetPort": 80}]}}),
-    )
+fn service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "bp-svc", "namespace": "default"},
+        "spec": {"selector": {"app": "bp-server"}, "ports": [{"port": 80, "targetPort": 80}]}})
 }
 
 /// One connection-rate and goodput figure.
@@ -266,10 +245,10 @@ pub async fn run(opts: &PolicyBenchOptions, progress: &Progress) -> Result<Polic
     Ok(report)
 }
 
-async fn apply(lab: &LabName, docs: Vec<ManifestDocument>) -> Result<()> {
+async fn apply(lab: &LabName, objects: Vec<Value>) -> Result<()> {
     let _lock = crate::state::LabLock::acquire_existing(lab)?;
     let mut st = LabState::load(lab)?;
-    let ok = pods::apply_docs(lab, &mut st, docs, None, 30, &Progress::quiet()).await;
+    let ok = pods::apply_docs(lab, &mut st, docs(objects), None, 30, &Progress::quiet()).await;
     st.save(lab)?;
     if !ok? {
         bail!("lab {lab}: apply failed");
@@ -277,10 +256,10 @@ async fn apply(lab: &LabName, docs: Vec<ManifestDocument>) -> Result<()> {
     Ok(())
 }
 
-async fn delete(lab: &LabName, docs: Vec<ManifestDocument>) -> Result<()> {
+async fn delete(lab: &LabName, objects: Vec<Value>) -> Result<()> {
     let _lock = crate::state::LabLock::acquire_existing(lab)?;
     let mut st = LabState::load(lab)?;
-    let ok = pods::delete_docs(lab, &mut st, docs, None, &Progress::quiet()).await;
+    let ok = pods::delete_docs(lab, &mut st, docs(objects), None, &Progress::quiet()).await;
     st.save(lab)?;
     if !ok? {
         bail!("lab {lab}: delete failed");
@@ -297,7 +276,7 @@ async fn measure(lab: &LabName, opts: &PolicyBenchOptions, progress: &Progress) 
     let up = topology::UpOptions {
         nodes: 2,
         files: Vec::new(),
-        documents: vec![client_pod("denied"), server_pod(), other_pod()],
+        documents: docs([client_pod("denied"), server_pod(), other_pod()]),
         namespace: None,
         cni_timeout: 30,
         no_agents: false,

@@ -287,8 +287,10 @@ fn explain_agrees_with_the_kernel_on_random_policies() {
         lab.apply("set.yaml", &text);
         previous = text.clone();
         let mut disagreements = Vec::new();
+        let mut flows = 0;
         for (port, proto, name) in PROBES {
             let observed = probe_all(&netns, &ips, port, proto);
+            flows += observed.len();
             for ((from, to), connected) in &observed {
                 let req = ExplainRequest {
                     from: from.clone(),
@@ -325,7 +327,7 @@ fn explain_agrees_with_the_kernel_on_random_policies() {
             disagreements.join("\n")
         );
         eprintln!(
-            "seed {seed}: {} policies, explain == kernel on 144 flows",
+            "seed {seed}: {} policies, explain == kernel on {flows} flows",
             policies.len()
         );
     }

@@ -28,6 +28,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::admin_policy::{AdminAction, BaselineAction};
 use crate::ids::{MacAddr, Vni};
 
 /// First routing-table id used for virtual networks; a network's table is this plus its
@@ -178,25 +179,20 @@ impl EndpointPolicy {
         } else {
             (&self.admin_egress, &self.egress, &self.baseline_egress)
         };
-        match admin
-            .iter()
-            .find(|r| r.rule.matches(peer, protocol, port))
-            .map(|r| r.action)
-        {
-            Some(AdminVerdict::Accept) => return true,
-            Some(AdminVerdict::Drop) => return false,
-            Some(AdminVerdict::Pass) | None => {}
-        }
-        if let Some(rules) = np {
-            return rules.iter().any(|r| r.matches(peer, protocol, port));
-        }
-        !matches!(
-            baseline
+        let first = |rules: &[AdminRule]| {
+            rules
                 .iter()
                 .find(|r| r.rule.matches(peer, protocol, port))
-                .map(|r| r.action),
-            Some(AdminVerdict::Drop)
-        )
+                .map(|r| r.action)
+        };
+        match first(admin) {
+            Some(AdminVerdict::Accept) => true,
+            Some(AdminVerdict::Drop) => false,
+            Some(AdminVerdict::Pass) | None => match np.as_deref() {
+                Some(rules) => direction_allows(Some(rules), peer, protocol, port),
+                None => first(baseline) != Some(AdminVerdict::Drop),
+            },
+        }
     }
 }
 
@@ -210,6 +206,22 @@ pub enum AdminVerdict {
     Drop,
     /// Go on with NetworkPolicy (ANP `Pass`).
     Pass,
+}
+
+impl From<AdminAction> for AdminVerdict {
+    fn from(a: AdminAction) -> Self {
+        match a {
+            AdminAction::Allow => AdminVerdict::Accept,
+            AdminAction::Deny => AdminVerdict::Drop,
+            AdminAction::Pass => AdminVerdict::Pass,
+        }
+    }
+}
+
+impl From<BaselineAction> for AdminVerdict {
+    fn from(a: BaselineAction) -> Self {
+        AdminAction::from(a).into()
+    }
 }
 
 /// One compiled AdminNetworkPolicy or BaselineAdminNetworkPolicy rule: a match (peers
