@@ -745,7 +745,13 @@ impl Runtime {
         let identity = (cfg.asn, router_id, cfg.bgp_listen);
         if self.identity != Some(identity) {
             self.stop().await;
-            match Speaker::new(SpeakerConfig::new(cfg.asn, router_id, cfg.bgp_listen)).await {
+            // The controller is not on the forwarding path: routes it passes on between
+            // clusters and gateways keep the hosting node as next hop.
+            let config = SpeakerConfig {
+                next_hop_unchanged: true,
+                ..SpeakerConfig::new(cfg.asn, router_id, cfg.bgp_listen)
+            };
+            match Speaker::new(config).await {
                 Ok(s) => {
                     tracing::info!(asn = cfg.asn, %router_id, listen = ?cfg.bgp_listen, "BGP speaker started");
                     self.events = Some(s.subscribe());

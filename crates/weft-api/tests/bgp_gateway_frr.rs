@@ -7,6 +7,10 @@
 //! ```text
 //!   weft controller speaker (AS 64512, from 127.0.0.2) ──► bgpd (AS 65003, 127.0.0.1:<port>)
 //! ```
+//!
+//! The second test puts another cluster behind the first: the gateway learns the other
+//! cluster's pods through the peered controller with the *other cluster's node* as next
+//! hop (controllers are not on the forwarding path), and the session stays up.
 
 #![allow(
     clippy::unwrap_used,
@@ -47,7 +51,7 @@ impl Drop for Bgpd {
 }
 
 impl Bgpd {
-    fn start(port: u16) -> Option<Bgpd> {
+    fn start(port: u16, remote_as: u32) -> Option<Bgpd> {
         let (Some(bgpd), Some(vtysh)) = (find("bgpd"), find("vtysh")) else {
             eprintln!(
                 "SKIPPED: FRR's bgpd/vtysh not found; install the `frr` package (scripts/install-deps)"
@@ -55,12 +59,13 @@ impl Bgpd {
             return None;
         };
         let dir = tempfile::Builder::new().prefix("weft-gw-frr-").tempdir().unwrap();
-        let conf = r#"frr defaults traditional
+        let conf = format!(
+            r#"frr defaults traditional
 hostname weft-gw
 router bgp 65003
  bgp router-id 10.255.0.3
  no bgp ebgp-requires-policy
- neighbor 127.0.0.2 remote-as 64512
+ neighbor 127.0.0.2 remote-as {remote_as}
  neighbor 127.0.0.2 passive
  neighbor 127.0.0.2 timers 3 9
  neighbor 127.0.0.2 disable-connected-check
@@ -70,7 +75,8 @@ router bgp 65003
  address-family ipv4 vpn
   neighbor 127.0.0.2 activate
  exit-address-family
-"#;
+"#
+        );
         std::fs::write(dir.path().join("bgpd.conf"), conf).unwrap();
         let path = dir.path().display().to_string();
         let log = std::fs::File::create(dir.path().join("bgpd.log")).unwrap();
@@ -136,7 +142,9 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_router_learns_pod_routes_with_the_hosting_node_as_next_hop() {
     let port = free_port();
-    let Some(frr) = Bgpd::start(port) else { return };
+    let Some(frr) = Bgpd::start(port, 64512) else {
+        return;
+    };
     let store: Arc<dyn weft_store::ConfigStore> = Arc::new(weft_store::MemoryStore::new());
     let c = Controller::open(store, "memory").await.unwrap();
     let objects: Vec<Value> = vec![
@@ -195,4 +203,110 @@ async fn gateway_router_learns_pod_routes_with_the_hosting_node_as_next_hop() {
         .await
         .expect("bgp task ends")
         .unwrap();
+}
+
+fn pod(name: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+           "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}})
+}
+
+fn node(name: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+           "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+}
+
+async fn controller_with(objects: Vec<Value>) -> Arc<Controller> {
+    let store: Arc<dyn weft_store::ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+    let c = Controller::open(store, "memory").await.unwrap();
+    let report = c
+        .apply(ApplyRequest::from_objects("test", objects), false)
+        .await
+        .unwrap();
+    assert_eq!(report.errors(), 0, "{report:#?}");
+    c
+}
+
+/// Regression: re-advertising a route learned from the other cluster used to set the next
+/// hop to the controller's own address, which FRR refused as a martian (the session was
+/// reset with "Invalid Network Field" on 127.0.0.2) and which would have drawn traffic to
+/// a controller that does not forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_learns_the_other_clusters_pods_with_that_clusters_node_as_next_hop() {
+    let gw_port = free_port();
+    let Some(frr) = Bgpd::start(gw_port, 64513) else {
+        return;
+    };
+    let (port1, port2) = (free_port(), free_port());
+    let config = |asn: u32, id: &str, port: u16, pods: &str, services: &str| {
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig", "metadata": {"name": "default"},
+               "spec": {"asn": asn, "routerId": id, "bgpListenAddress": "127.0.0.1", "bgpPort": port,
+                        "podSubnets": [pods], "serviceSubnets": [services]}})
+    };
+    let cluster_peer = |name: &str, port: u16, asn: u32, passive: bool| {
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "BgpPeer", "metadata": {"name": name},
+               "spec": {"address": "127.0.0.1", "port": port, "asn": asn, "role": "cluster", "passive": passive}})
+    };
+    let c1 = controller_with(vec![
+        config(64512, "10.255.0.1", port1, "10.32.0.0/16", "10.96.0.0/16"),
+        node("c1-node", "192.0.2.11"),
+        pod("client", "c1-node"),
+        cluster_peer("cluster-2", port2, 64513, false),
+    ])
+    .await;
+    let c2 = controller_with(vec![
+        config(64513, "10.255.0.2", port2, "10.33.0.0/16", "10.97.0.0/16"),
+        node("c2-node", "192.0.2.21"),
+        pod("web", "c2-node"),
+        cluster_peer("cluster-1", port1, 64512, true),
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "BgpPeer", "metadata": {"name": "gw"},
+               "spec": {"address": "127.0.0.1", "port": gw_port, "asn": 65003, "role": "router",
+                        "localAddress": "127.0.0.2"}}),
+    ])
+    .await;
+    let client_ip = c1
+        .derived(weft_model::DerivedKind::Interface, None)
+        .await
+        .into_iter()
+        .find_map(|d| match d {
+            weft_model::DerivedObject::Interface(i) => Some(i.ip),
+            _ => None,
+        })
+        .unwrap();
+    let t1 = tokio::spawn(weft_api::bgp::run(c1.clone()));
+    let t2 = tokio::spawn(weft_api::bgp::run(c2.clone()));
+    let prefix = format!("{client_ip}/32");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let hop = loop {
+        let vpn = frr.json("show bgp ipv4 vpn json").await;
+        let hop = vpn.as_ref().and_then(|v| {
+            v["routes"]["routeDistinguishers"]
+                .as_object()?
+                .values()
+                .find_map(|rd| rd.get(&prefix))
+                .map(|paths| paths[0]["nexthops"][0]["ip"].clone())
+        });
+        if let Some(hop) = hop {
+            break hop;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "FRR did not learn {prefix} through cluster 2: {vpn:?}\ncluster 2 peers {:#?}\n--- bgpd log ---\n{}",
+            weft_api::bgp::peers_report(&c2).await,
+            frr.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(hop, "192.0.2.11", "next hop = cluster 1's node, not a controller");
+    let report = weft_api::bgp::peers_report(&c2).await;
+    let gw = report.peers.iter().find(|p| p.name == "gw").unwrap();
+    assert_eq!(gw.state, "Established", "{report:#?}\n{}", frr.log());
+    for c in [&c1, &c2] {
+        c.close_streams();
+    }
+    for t in [t1, t2] {
+        tokio::time::timeout(WAIT, t)
+            .await
+            .expect("bgp task ends")
+            .unwrap();
+    }
 }

@@ -92,6 +92,13 @@ pub struct RibConfig {
     pub router_id: Ipv4Addr,
     /// Route-reflection cluster id (RFC 4456 §7); the router id when `None`.
     pub cluster_id: Option<Ipv4Addr>,
+    /// Leave the next hop of routes learned from one peer unchanged when re-advertising
+    /// them to an external peer (a "third-party" next hop, RFC 4271 §5.1.3 and what route
+    /// servers do), instead of setting it to our own address. For a speaker that is not
+    /// on the forwarding path, such as weft's controller, whose routes must lead to the
+    /// node that hosts the endpoint (as Tungsten Fabric control nodes do).
+    #[serde(default)]
+    pub next_hop_unchanged: bool,
 }
 
 /// A change of one peer's Adj-RIB-In, for the speaker's event stream.
@@ -693,7 +700,8 @@ impl Rib {
         } else {
             // RFC 4271 §5.1.2 / §5.1.3 / §5.1.4 / §5.1.5
             a.as_path.prepend(self.config.asn);
-            if src != PathSource::Local || a.next_hop.is_none() {
+            let keep = a.next_hop.is_some() && (src == PathSource::Local || self.config.next_hop_unchanged);
+            if !keep {
                 a.next_hop = Some(target.local_address);
             }
             if src != PathSource::Local && !source_ibgp {

@@ -70,6 +70,9 @@ pub struct SpeakerConfig {
     /// peer should keep using our routes while we come back. Without it a peer drops our
     /// stale routes as soon as we reconnect.
     pub forwarding_preserved: bool,
+    /// Re-advertise learned routes to external peers with their next hop unchanged (see
+    /// [`RibConfig::next_hop_unchanged`]); off by default, as in a router.
+    pub next_hop_unchanged: bool,
 }
 
 impl SpeakerConfig {
@@ -83,6 +86,7 @@ impl SpeakerConfig {
             frame_hook: None,
             restarted: false,
             forwarding_preserved: false,
+            next_hop_unchanged: false,
         }
     }
 }
@@ -280,6 +284,7 @@ impl Speaker {
                 asn: config.asn,
                 router_id: config.router_id,
                 cluster_id: config.cluster_id,
+                next_hop_unchanged: config.next_hop_unchanged,
             }),
             config,
             listener,

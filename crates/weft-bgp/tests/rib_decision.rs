@@ -24,6 +24,7 @@ fn rib() -> Rib {
         asn: LOCAL_AS,
         router_id: LOCAL_ID,
         cluster_id: None,
+        next_hop_unchanged: false,
     })
 }
 
@@ -453,6 +454,22 @@ fn external_export_prepends_our_as_sets_next_hop_self_and_strips_local_pref_rfc4
     assert_eq!(a.as_path, AsPath::sequence(vec![LOCAL_AS, 65009]));
     assert_eq!(a.next_hop, Some(Ipv4Addr::new(192, 0, 2, 100)));
     assert_eq!(a.local_pref, None);
+}
+
+#[test]
+fn a_speaker_off_the_forwarding_path_keeps_third_party_next_hops_rfc4271_5_1_3() {
+    // weft's controller: routes from one cluster reach another cluster or a gateway with
+    // the hosting node as next hop, never the controller.
+    let mut r = Rib::new(RibConfig {
+        next_hop_unchanged: true,
+        ..rib().config().clone()
+    });
+    r.peer_up(peer(1, 65001));
+    r.peer_up(peer(2, 65002));
+    let c = r.update_from_peer(PeerId(1), &announce("10.0.0.0/8", attrs(&[65001])));
+    let a = announced_to(&c, 2, "10.0.0.0/8").unwrap();
+    assert_eq!(a.as_path, AsPath::sequence(vec![LOCAL_AS, 65001]));
+    assert_eq!(a.next_hop, Some(Ipv4Addr::new(198, 51, 100, 1)));
 }
 
 #[test]

@@ -612,6 +612,22 @@ async fn federation() -> Result<()> {
         },
     )
     .await?;
+    if let Some(gw) = &gateway {
+        // Cluster 1's pod reaches the gateway through cluster 2's controller, with cluster
+        // 1's node as next hop: controllers are not on the forwarding path.
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let mut table = String::new();
+        while Instant::now() < deadline && !table.contains("192.0.2.11") {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            table = gw.show("show bgp ipv4 vpn").await;
+        }
+        show("gateway router (FRR): both clusters' pods as VPNv4, next hop = the hosting node");
+        print!("{table}");
+        anyhow::ensure!(
+            table.contains("192.0.2.11"),
+            "the gateway did not learn cluster 1's pod through cluster 2 within 20 s"
+        );
+    }
     drop(gateway);
     server1.abort();
     server2.abort();
