@@ -76,6 +76,12 @@ pub struct ClusterConfigSpec {
     /// TCP port of the BGP listener (default 179).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp_port: Option<u16>,
+    /// Route targets the cluster's shared default pod and service networks import and
+    /// export *in addition to* their own `target:<ASN>:<VNI>`: how two clusters federate
+    /// their default networks (each exports a target the other imports), as TF control
+    /// nodes are configured with the route targets of the VRFs they share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_targets: Option<crate::resources::RouteTargetsSpec>,
 }
 
 fn default_cluster_name() -> String {
@@ -108,6 +114,7 @@ impl Default for ClusterConfigSpec {
             kubernetes_service_cidr: None,
             bgp_listen_address: None,
             bgp_port: None,
+            route_targets: None,
         }
     }
 }
@@ -137,6 +144,12 @@ pub struct EffectiveConfig {
     /// is set (`None`: no listener; BgpPeers alone make the speaker connect out only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp_listen: Option<SocketAddr>,
+    /// Extra route targets the default pod and service networks import.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub import_targets: Vec<String>,
+    /// Extra route targets the default pod and service networks export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_targets: Vec<String>,
 }
 
 impl Default for EffectiveConfig {
@@ -186,6 +199,31 @@ pub fn parse_cidr(object: &str, field: &str, text: &str) -> Result<IpNet, FieldE
         .found(text));
     }
     Ok(net)
+}
+
+/// Checks a route target: `target:<ASN>:<number>` or `target:<IPv4>:<number>`.
+pub fn validate_route_target(object: &str, field: &str, rt: &str) -> Result<(), FieldError> {
+    let err = || {
+        FieldError::new(
+            object,
+            field,
+            "a route target such as target:64512:100 or target:192.0.2.1:100",
+        )
+        .found(rt)
+    };
+    let rest = rt.strip_prefix("target:").ok_or_else(err)?;
+    let (admin, assigned) = rest.rsplit_once(':').ok_or_else(err)?;
+    let admin_ok = admin.parse::<u32>().is_ok() || admin.parse::<std::net::Ipv4Addr>().is_ok();
+    let assigned_ok = match (admin.parse::<u32>(), assigned.parse::<u32>()) {
+        (Ok(asn), Ok(_)) if asn > u32::from(u16::MAX) => assigned.parse::<u16>().is_ok(),
+        (_, Ok(_)) => true,
+        _ => false,
+    };
+    if admin_ok && assigned_ok {
+        Ok(())
+    } else {
+        Err(err())
+    }
 }
 
 /// True if the two networks share any address.
@@ -291,8 +329,22 @@ impl ClusterConfigSpec {
             } else {
                 None
             };
+        let (import_targets, export_targets) = match &self.route_targets {
+            None => (Vec::new(), Vec::new()),
+            Some(rts) => {
+                for (i, rt) in rts.import.iter().enumerate() {
+                    validate_route_target(object, &format!("spec.routeTargets.import[{i}]"), rt)?;
+                }
+                for (i, rt) in rts.export.iter().enumerate() {
+                    validate_route_target(object, &format!("spec.routeTargets.export[{i}]"), rt)?;
+                }
+                (rts.import.clone(), rts.export.clone())
+            }
+        };
         Ok(EffectiveConfig {
             bgp_listen,
+            import_targets,
+            export_targets,
             source,
             cluster_name: name.clone(),
             asn: self.asn,
@@ -316,6 +368,30 @@ impl EffectiveConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_route_targets_are_checked_and_kept() {
+        let spec = ClusterConfigSpec {
+            route_targets: Some(crate::resources::RouteTargetsSpec {
+                import: vec!["target:64513:100".into()],
+                export: vec!["target:64512:100".into()],
+            }),
+            ..ClusterConfigSpec::default()
+        };
+        let cfg = spec.validate("ClusterConfig default", None).unwrap();
+        assert_eq!(cfg.import_targets, vec!["target:64513:100"]);
+        assert_eq!(cfg.export_targets, vec!["target:64512:100"]);
+        let bad = ClusterConfigSpec {
+            route_targets: Some(crate::resources::RouteTargetsSpec {
+                import: vec![],
+                export: vec!["64512:100".into()],
+            }),
+            ..ClusterConfigSpec::default()
+        };
+        let err = bad.validate("ClusterConfig default", None).unwrap_err().to_string();
+        assert!(err.contains("spec.routeTargets.export[0]"), "{err}");
+        assert!(err.contains("target:64512:100"), "{err}");
+    }
 
     #[test]
     fn defaults_are_tf_defaults() {

@@ -107,30 +107,7 @@ pub fn validate_namespace(object: &str, ns: &Namespace) -> Result<(), FieldError
     validate_fip_pool_annotation(object, &ns.metadata)
 }
 
-/// Checks a route target: `target:<ASN>:<number>` or `target:<IPv4>:<number>`.
-pub fn validate_route_target(object: &str, field: &str, rt: &str) -> Result<(), FieldError> {
-    let err = || {
-        FieldError::new(
-            object,
-            field,
-            "a route target such as target:64512:100 or target:192.0.2.1:100",
-        )
-        .found(rt)
-    };
-    let rest = rt.strip_prefix("target:").ok_or_else(err)?;
-    let (admin, assigned) = rest.rsplit_once(':').ok_or_else(err)?;
-    let admin_ok = admin.parse::<u32>().is_ok() || admin.parse::<std::net::Ipv4Addr>().is_ok();
-    let assigned_ok = match (admin.parse::<u32>(), assigned.parse::<u32>()) {
-        (Ok(asn), Ok(_)) if asn > u32::from(u16::MAX) => assigned.parse::<u16>().is_ok(),
-        (_, Ok(_)) => true,
-        _ => false,
-    };
-    if admin_ok && assigned_ok {
-        Ok(())
-    } else {
-        Err(err())
-    }
-}
+pub use weft_model::config::validate_route_target;
 
 /// Checks a VirtualNetwork: subnets, route targets, VNI uniqueness, and that shrinking
 /// its subnets does not strand addresses in use.
@@ -566,6 +543,19 @@ pub fn sync_networks(t: &mut Translator) -> BTreeSet<String> {
         } else {
             export
         };
+        // The shared default networks also carry the cluster's federation targets.
+        if record.origin == "cluster" {
+            for (have, extra) in [
+                (&mut record.import_targets, &t.config.import_targets),
+                (&mut record.export_targets, &t.config.export_targets),
+            ] {
+                for rt in extra {
+                    if !have.contains(rt) {
+                        have.push(rt.clone());
+                    }
+                }
+            }
+        }
         if own_subnets {
             match t.pools.get_mut(&record.ipam) {
                 Some(pool) => {

@@ -356,6 +356,32 @@ fn cluster_config_renames_everything_when_empty() {
 }
 
 #[test]
+fn cluster_route_targets_federate_only_the_shared_default_networks() {
+    let mut t = Translator::new();
+    up(
+        &mut t,
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig", "metadata": {"name": "default"},
+               "spec": {"asn": 64513, "routeTargets": {"import": ["target:64512:100"], "export": ["target:64513:100"]}}}),
+    );
+    up(&mut t, ns("iso", json!({"opencontrail.org/isolation": "true"})));
+    t.flush();
+    let mut shared = 0;
+    for d in t.derived(DerivedKind::Network) {
+        let DerivedObject::Network(n) = d else { continue };
+        let own = format!("target:64513:{}", n.vni.0);
+        if n.origin == "cluster" {
+            shared += 1;
+            assert_eq!(n.import_targets, vec![own.clone(), "target:64512:100".into()], "{}", n.fq_name);
+            assert_eq!(n.export_targets, vec![own, "target:64513:100".into()], "{}", n.fq_name);
+        } else {
+            assert_eq!(n.import_targets, vec![own.clone()], "{}", n.fq_name);
+            assert_eq!(n.export_targets, vec![own], "{}", n.fq_name);
+        }
+    }
+    assert_eq!(shared, 2, "the default pod and service networks");
+}
+
+#[test]
 fn service_vip_rules() {
     let mut t = Translator::new();
     up(&mut t, pod("default", "web", json!({})));
