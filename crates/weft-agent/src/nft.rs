@@ -20,6 +20,8 @@
 //! output      raw (-300)   udp dport 4789 notrack
 //!
 //! vip.<ns>.<svc>.<proto>.<port>:  iifname { client pods' veths } l4proto P dnat to <pick>
+//!                                 iifname weft-vxlan l4proto P dnat to <pick among local backends>
+//!                                 (another cluster's traffic to a VIP exported over BGP)
 //! out.<ns>.<svc>.<proto>.<port>:  ct mark |= SERVICE_CT_MARK; l4proto P dnat to <pick>
 //! <pick>: one backend → ip:port; several → numgen random mod N map { i : ip . port }
 //!         (sessionAffinity ClientIP: jhash ip saddr mod N seed <per service port>)
@@ -631,25 +633,49 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                 continue;
             }
             let pick = dnat(&backends, s.affinity, seed);
+            // Another cluster reaches the VIP through the tunnel (it was exported over
+            // BGP with this node as next hop): only local backends, so the reply leaves
+            // through this node's conntrack entry and gets the VIP back as its source.
+            let local: Vec<(Ipv4Addr, u16)> = p
+                .backends
+                .iter()
+                .filter(|b| b.node.as_deref() == Some(state.node.as_str()))
+                .filter_map(|b| match b.ip {
+                    IpAddr::V4(v4) => Some((v4, b.port)),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
             if let Some(v) = vip
-                && !clients.is_empty()
+                && (!clients.is_empty() || !local.is_empty())
             {
                 let chain = service_chain("vip", s, p);
                 b.chain(&chain);
-                b.rule(
-                    &chain,
-                    vec![
-                        eq(
-                            meta(MetaKey::Iifname),
-                            set(clients
-                                .iter()
-                                .map(|c| SetItem::Element(string(c.clone())))
-                                .collect()),
-                        ),
-                        eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
-                        pick.clone(),
-                    ],
-                );
+                if !clients.is_empty() {
+                    b.rule(
+                        &chain,
+                        vec![
+                            eq(
+                                meta(MetaKey::Iifname),
+                                set(clients
+                                    .iter()
+                                    .map(|c| SetItem::Element(string(c.clone())))
+                                    .collect()),
+                            ),
+                            eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
+                            pick.clone(),
+                        ],
+                    );
+                }
+                if !local.is_empty() {
+                    b.rule(
+                        &chain,
+                        vec![
+                            eq(meta(MetaKey::Iifname), string(VXLAN_DEVICE)),
+                            eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
+                            dnat(&local, s.affinity, seed),
+                        ],
+                    );
+                }
                 claim(
                     &mut dispatch.by_address,
                     (v, p.protocol, p.port),

@@ -20,7 +20,11 @@
 //! `target:ASN:VNI`) and next hop = the underlay address of the node hosting the
 //! endpoint. For a VIP that is the node of the first ready backend (by node name): one
 //! path, not multipath — the receiving cluster tunnels to that node, whose agent
-//! load-balances to every backend. Each route also carries a router-MAC extended
+//! DNATs traffic arriving over the tunnel to its *local* backends (so replies leave
+//! through the conntrack entry that holds the NAT). A VIP is also exported in each pod
+//! network connected to its service network (RD, VNI and targets of that network, as
+//! TF leaks routes between connected VRFs): a remote network importing a pod network's
+//! targets reaches the VIP, and the packets arrive in the table that routes to backends. Each route also carries a router-MAC extended
 //! community (type 0x06, subtype 0x03, RFC 9135) with the MAC of that node's VXLAN
 //! device, the inner destination MAC the node accepts; without it a remote VTEP could
 //! not be programmed. The same prefixes go out as IPv4 unicast (no label) for peers
@@ -218,7 +222,18 @@ pub fn export_routes(
             .filter_map(|b| b.node.as_deref())
             .min();
         match node {
-            Some(node) => add(network, vip, node, &mut notes),
+            Some(node) => {
+                add(network, vip, node, &mut notes);
+                // Leaked into every client network too (TF's route leaking between a pod
+                // network and the service network it is connected to): a remote cluster
+                // importing a pod network's targets reaches the VIP, and the traffic
+                // arrives with that network's VNI, in the table that routes to backends.
+                for client in weft_routing::services::client_networks(&by_name, &s.network) {
+                    if let Some(client) = by_name.get(client) {
+                        add(client, vip, node, &mut notes);
+                    }
+                }
+            }
             None => {
                 // No ready backend on a known node: nothing to point at.
             }

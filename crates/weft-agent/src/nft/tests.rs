@@ -344,7 +344,15 @@ fn document_replaces_the_table_atomically_and_carries_the_fingerprint() {
 fn vip_chains_balance_only_for_client_pods() {
     let t = rendered();
     let web = rules_of(&t, "vip.dev.web.tcp.80");
-    assert_eq!(web.len(), 1);
+    assert_eq!(web.len(), 2, "client pods, then another cluster through the tunnel");
+    // Through the tunnel: only the backend on this node (n1).
+    let tunnel = json(&web[1].expr);
+    assert!(tunnel.contains(r#""right":"weft-vxlan""#), "{tunnel}");
+    assert!(
+        tunnel.contains(r#"{"dnat":{"addr":"10.47.255.252","family":"ip","port":8080}}"#),
+        "{tunnel}"
+    );
+    assert!(!tunnel.contains("10.47.255.250"), "{tunnel}");
     let text = json(&web[0].expr);
     assert!(text.contains(r#"{"set":["wefta","weftc"]}"#), "{text}");
     assert!(text.contains(r#""numgen":{"mode":"random","mod":2}"#), "{text}");
@@ -371,11 +379,16 @@ fn vip_chains_balance_only_for_client_pods() {
     // The NodePort service is for net1's pods only.
     let np = json(&rules_of(&t, "vip.dev.np.tcp.80")[0].expr);
     assert!(np.contains(r#"{"set":["wefta"]}"#), "{np}");
-    // Without an attached client on this node there is no VIP chain.
+    // Without an attached client on this node only the tunnel rule is left, and a
+    // service without a local backend has no VIP chain at all.
     let mut atts = attached();
     atts.clear();
     let (t2, _) = render(&state(), &atts);
-    assert!(rules_of(t2.as_ref().unwrap(), "vip.dev.web.tcp.80").is_empty());
+    let t2 = t2.unwrap();
+    let web = rules_of(&t2, "vip.dev.web.tcp.80");
+    assert_eq!(web.len(), 1);
+    assert!(json(&web[0].expr).contains("weft-vxlan"));
+    assert!(rules_of(&t2, "vip.dev.np.tcp.80").is_empty());
 }
 
 #[test]

@@ -108,7 +108,11 @@ fn pods_and_vips_are_exported_as_vpnv4_and_ipv4() {
             &["target:64512:5"],
             &["target:64512:5", "target:64512:900"],
         ),
-        network(SVC, 6, &["target:64512:6"], &["target:64512:6"]),
+        VirtualNetworkRecord {
+            connected_networks: vec![POD.into()],
+            kind: NetworkKind::Service,
+            ..network(SVC, 6, &["target:64512:6"], &["target:64512:6"])
+        },
     ];
     let interfaces = vec![
         iface("a", Some("n1"), "10.47.255.252"),
@@ -123,7 +127,7 @@ fn pods_and_vips_are_exported_as_vpnv4_and_ipv4() {
     let nodes = vec![node("n1", "192.0.2.11"), node("n2", "192.0.2.12")];
     let (exports, notes) = export_routes(RID, &networks, &interfaces, &services, &nodes);
     assert!(notes.is_empty(), "{notes:?}");
-    assert_eq!(exports.len(), 6, "{exports:#?}");
+    assert_eq!(exports.len(), 7, "{exports:#?}");
     let a = &exports[&vpn_key(5, "10.47.255.252/32")];
     assert_eq!(a.label, Some(5));
     assert_eq!(a.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 11)));
@@ -140,6 +144,12 @@ fn pods_and_vips_are_exported_as_vpnv4_and_ipv4() {
     assert_eq!(vip.label, Some(6));
     assert_eq!(vip.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 12)));
     assert_eq!(router_mac(&vip.attrs), Some(vtep_mac("n2")));
+    // Leaked into the connected pod network: that network's RD, VNI and targets, so a
+    // cluster importing the pod network's targets reaches the VIP.
+    let leaked = &exports[&vpn_key(5, "10.96.0.10/32")];
+    assert_eq!(leaked.label, Some(5));
+    assert_eq!(leaked.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 12)));
+    assert_eq!(leaked.attrs.route_targets(), a.attrs.route_targets());
     // IPv4 unicast for routers: same next hops, no label, no communities.
     let plain = &exports[&RouteKey::Ipv4("10.96.0.10/32".parse().unwrap())];
     assert_eq!(plain.label, None);
