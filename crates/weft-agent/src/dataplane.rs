@@ -38,6 +38,8 @@
 //!                                              │          encap ip id VNI dst <peer underlay>
 //!                                              └─ unreachable default            (ICMP at once)
 //!  weft-vxlan ─ rule iif weft-vxlan tun_id VNI ─> table T  (decapsulated traffic)
+//!  another cluster's VIP traffic, DNATed to a local backend (VNI lost with the NAT)
+//!             ─ rule iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend> ─> its table
 //!  node's own packets (ICMP errors, probes) ─ rule to <pod ip> iif lo ─> table T
 //! ```
 //!
@@ -57,7 +59,7 @@ use weft_model::node::{
 };
 
 use crate::attachment::Attachments;
-use crate::nft::{MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, has_outside_services};
+use crate::nft::{MARK_FROM_TUNNEL, MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, has_outside_services};
 
 /// The main routing table (`lookup main`): where replies of connections from outside
 /// the pod networks are routed (see [`crate::nft`]).
@@ -539,6 +541,27 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
             src: None,
             fwmark: None,
         });
+        // A service backend here may get another cluster's connections to its VIP,
+        // DNATed as they leave the tunnel, which loses the VNI (see MARK_FROM_TUNNEL).
+        let backend_here = state.services.iter().any(|s| {
+            s.vip.is_some()
+                && s.ports.iter().any(|p| {
+                    p.backends
+                        .iter()
+                        .any(|b| b.ip == iface.ip && b.node.as_deref() == Some(state.node.as_str()))
+                })
+        });
+        if backend_here {
+            out.rules.insert(RuleSpec {
+                priority: RULE_PREF,
+                table: iface.table,
+                iif: Some(VXLAN_DEVICE.to_string()),
+                tun_id: None,
+                dst: Some(IpNet::from(IpAddr::V4(ip))),
+                src: None,
+                fwmark: Some(MARK_FROM_TUNNEL),
+            });
+        }
         insert_route(
             &mut out,
             &mut warnings,

@@ -13,6 +13,7 @@
 //!                          fib daddr type local  l4proto . th dport vmap { nodePort → out.<svc> }
 //!             filter (0)   VIP/extIP/nodePort without ready backend → reject (TCP reset / ICMP port unreachable)
 //!                          ct mark has SERVICE_CT_MARK: original → meta mark MARK_TO_BACKEND, reply → MARK_REPLY
+//!                          ct mark has TUNNEL_CT_MARK: original → meta mark MARK_FROM_TUNNEL
 //! forward     filter (0)   ct state new, iifname → reply-only-<table>: daddr in the table's reply-only routes → reject
 //! postrouting filter (0)   oifname weft-vxlan, meta mark is a service mark → meta mark set 0 (the tunnel would
 //!                          copy it to the outer packet, whose route lookup must not see it)
@@ -20,7 +21,8 @@
 //! output      raw (-300)   udp dport 4789 notrack
 //!
 //! vip.<ns>.<svc>.<proto>.<port>:  iifname { client pods' veths } l4proto P dnat to <pick>
-//!                                 iifname weft-vxlan l4proto P dnat to <pick among local backends>
+//!                                 iifname weft-vxlan l4proto P ct mark |= TUNNEL_CT_MARK
+//!                                   dnat to <pick among local backends>
 //!                                 (another cluster's traffic to a VIP exported over BGP)
 //! out.<ns>.<svc>.<proto>.<port>:  ct mark |= SERVICE_CT_MARK; l4proto P dnat to <pick>
 //! <pick>: one backend → ip:port; several → numgen random mod N map { i : ip . port }
@@ -126,6 +128,17 @@ pub const MARK_TO_BACKEND: u32 = 0x0100_0001;
 /// Packet mark of the reply direction of a [`SERVICE_CT_MARK`] connection: routed by
 /// the main table (the underlay).
 pub const MARK_REPLY: u32 = 0x0100_0002;
+
+/// Conntrack mark bit of another cluster's connections to a VIP (see
+/// [`MARK_FROM_TUNNEL`]).
+pub const TUNNEL_CT_MARK: u32 = 0x0200_0000;
+
+/// Packet mark of another cluster's connection to a VIP, DNATed to a local backend as
+/// it came out of the tunnel. Destination NAT drops the packet's tunnel metadata (the
+/// kernel drops its route, which carried the VNI), so the `iif weft-vxlan tun_id VNI`
+/// rule cannot match any more; `iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend>`
+/// rules ([`crate::dataplane`]) route it by the backend's table instead.
+pub const MARK_FROM_TUNNEL: u32 = 0x0100_0003;
 
 /// Preference of the two `fwmark` policy rules (before the pods' rules at
 /// [`crate::dataplane::RULE_PREF`]).
@@ -584,6 +597,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
     // Services.
     let mut dispatch = Dispatch::default();
     let mut from_outside = false;
+    let mut from_tunnel = false;
     for s in &state.services {
         let key = s.key();
         let vip = match s.vip {
@@ -667,11 +681,19 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                     );
                 }
                 if !local.is_empty() {
+                    from_tunnel = true;
                     b.rule(
                         &chain,
                         vec![
                             eq(meta(MetaKey::Iifname), string(VXLAN_DEVICE)),
                             eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
+                            Statement::Mangle(Mangle {
+                                key: ct("mark"),
+                                value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                                    ct("mark"),
+                                    number(TUNNEL_CT_MARK),
+                                ]))),
+                            }),
                             dnat(&local, s.affinity, seed),
                         ],
                     );
@@ -817,6 +839,21 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
 
     // Connections from outside: route both directions by their mark, and give a remote
     // backend a source that comes back here.
+    if from_tunnel {
+        // Every packet of the connection, not only the first (which alone passes the
+        // nat chains): the mark that routes it by the backend's table.
+        b.rule(
+            "filter-prerouting",
+            vec![
+                ct_mark_has(TUNNEL_CT_MARK),
+                eq(ct("direction"), string("original")),
+                Statement::Mangle(Mangle {
+                    key: meta(MetaKey::Mark),
+                    value: number(MARK_FROM_TUNNEL),
+                }),
+            ],
+        );
+    }
     if from_outside {
         for (dir, mark) in [("original", MARK_TO_BACKEND), ("reply", MARK_REPLY)] {
             b.rule(

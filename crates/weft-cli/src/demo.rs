@@ -297,6 +297,8 @@ async fn data_plane(args: DemoArgs) -> Result<()> {
         namespace: None,
         cni_timeout: 30,
         no_agents: false,
+        cluster_objects: Vec::new(),
+        join_underlay: None,
     };
     let outcome = show(&lab, &opts, &progress).await;
     if args.keep {

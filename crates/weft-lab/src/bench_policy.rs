@@ -280,6 +280,8 @@ async fn measure(lab: &LabName, opts: &PolicyBenchOptions, progress: &Progress) 
         namespace: None,
         cni_timeout: 30,
         no_agents: false,
+        cluster_objects: Vec::new(),
+        join_underlay: None,
     };
     if !topology::up(lab, &up, &Progress::quiet()).await? {
         bail!("lab {lab}: the bench pods could not be created");

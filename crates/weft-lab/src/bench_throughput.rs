@@ -660,6 +660,8 @@ async fn setup_weft(lab: &LabName) -> Result<PathSetup> {
         namespace: None,
         cni_timeout: 30,
         no_agents: false,
+        cluster_objects: Vec::new(),
+        join_underlay: None,
     };
     if !topology::up(lab, &opts, &Progress::quiet()).await? {
         bail!("lab {lab}: the two bench pods could not be created");

@@ -52,6 +52,7 @@ pub mod bench_policy;
 pub mod bench_throughput;
 pub mod converge;
 pub mod echo;
+pub mod federation;
 pub mod inspect;
 pub mod names;
 pub mod pods;
@@ -160,6 +161,11 @@ pub enum LabCommand {
         /// Build nodes and controller only, no agents (pods cannot be attached).
         #[arg(long, hide = true)]
         no_agents: bool,
+        /// Clusters: 2 builds a second cluster as lab `<name>2` on the same underlay,
+        /// with its own ASN and subnets, the two controllers peered over BGP (manifests
+        /// go to the first; `weft lab apply --name <name>2` for the second).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        clusters: u8,
     },
     /// Remove everything the lab made (processes, namespaces, state); also after a crash.
     Down,
@@ -370,6 +376,7 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
             nodes,
             manifests,
             no_agents,
+            clusters,
         } => {
             let opts = topology::UpOptions {
                 nodes,
@@ -378,10 +385,22 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
                 namespace: manifests.namespace,
                 cni_timeout: manifests.cni_timeout,
                 no_agents,
+                cluster_objects: Vec::new(),
+                join_underlay: None,
             };
-            topology::up(&lab, &opts, &progress).await.map(ok)
+            if clusters == 2 {
+                federation::up_pair(&lab, opts, &progress).await.map(ok)
+            } else {
+                topology::up(&lab, &opts, &progress).await.map(ok)
+            }
         }
-        LabCommand::Down => topology::down(&lab, &progress).await.map(|()| ExitCode::SUCCESS),
+        LabCommand::Down => {
+            // A second federated cluster on this lab's underlay goes first.
+            if let Some(second) = federation::joined_sibling(&lab) {
+                topology::down(&second, &progress).await?;
+            }
+            topology::down(&lab, &progress).await.map(|()| ExitCode::SUCCESS)
+        }
         LabCommand::Apply(m) => {
             require_files(&m)?;
             let _lock = state::LabLock::acquire_existing(&lab)?;

@@ -102,6 +102,12 @@ pub struct UpOptions {
     pub cni_timeout: u64,
     /// Build nodes and the controller but start no agents (pods cannot be attached).
     pub no_agents: bool,
+    /// Objects applied with the Node objects, before any manifest (a federated
+    /// cluster's ClusterConfig and BgpPeer).
+    pub cluster_objects: Vec<serde_json::Value>,
+    /// Join this underlay namespace (another lab's bridge) as cluster number `.1`
+    /// instead of making one: the second cluster of `up --clusters 2`.
+    pub join_underlay: Option<(String, usize)>,
 }
 
 /// True when anything of lab `lab` exists (state dir or a namespace).
@@ -174,13 +180,22 @@ async fn build(lab: &LabName, opts: &UpOptions, bins: &Binaries, progress: &Prog
         "lab {lab}: underlay bridge in {}, {} node(s)",
         state.underlay_ns, opts.nodes
     ));
+    let cluster = match &opts.join_underlay {
+        Some((ns, cluster)) => {
+            state.underlay_ns = ns.clone();
+            *cluster
+        }
+        None => 1,
+    };
     let ul = state.underlay_ns.clone();
-    sys::ip(&["netns", "add", &ul]).await?;
-    sys::ip(&["-n", &ul, "link", "set", "lo", "up"]).await?;
-    sys::ip(&["-n", &ul, "link", "add", "br0", "type", "bridge"]).await?;
-    sys::ip(&["-n", &ul, "link", "set", "br0", "up"]).await?;
+    if opts.join_underlay.is_none() {
+        sys::ip(&["netns", "add", &ul]).await?;
+        sys::ip(&["-n", &ul, "link", "set", "lo", "up"]).await?;
+        sys::ip(&["-n", &ul, "link", "add", "br0", "type", "bridge"]).await?;
+        sys::ip(&["-n", &ul, "link", "set", "br0", "up"]).await?;
+    }
     for i in 1..=opts.nodes {
-        let node = make_node(lab, i, &ul).await?;
+        let node = make_node(lab, i, &ul, cluster).await?;
         state.nodes.push(node);
         state.save(lab)?;
     }
@@ -189,13 +204,17 @@ async fn build(lab: &LabName, opts: &UpOptions, bins: &Binaries, progress: &Prog
     state.save(lab)?;
 
     let client = ApiClient::new(&state.controller.url);
-    let nodes: Vec<ManifestDocument> = state
-        .nodes
+    let nodes: Vec<ManifestDocument> = opts
+        .cluster_objects
         .iter()
-        .map(|n| ManifestDocument {
+        .map(|o| ManifestDocument {
+            source: format!("lab {lab} cluster settings"),
+            object: o.clone(),
+        })
+        .chain(state.nodes.iter().map(|n| ManifestDocument {
             source: format!("lab {lab} node {}", n.index),
             object: node_manifest(lab, n),
-        })
+        }))
         .collect();
     let report = client
         .apply(&ApplyRequest {
@@ -267,10 +286,19 @@ fn node_manifest(lab: &LabName, n: &NodeRecord) -> serde_json::Value {
     })
 }
 
-async fn make_node(lab: &LabName, i: usize, ul: &str) -> Result<NodeRecord> {
+/// Node `i` of cluster `cluster` (1 unless the lab is a second federated cluster, whose
+/// nodes take 192.0.2.111 and up and bridge ports `c2n<i>` on the shared underlay).
+async fn make_node(lab: &LabName, i: usize, ul: &str, cluster: usize) -> Result<NodeRecord> {
     let ns = lab.node_ns(i);
-    let port = format!("n{i}");
-    let addr = format!("{}/{}", names::underlay_ip(i), names::UNDERLAY_PREFIX_LEN);
+    let (port, underlay_ip) = if cluster == 1 {
+        (format!("n{i}"), names::underlay_ip(i))
+    } else {
+        (
+            format!("c{cluster}n{i}"),
+            names::underlay_ip(100 * (cluster - 1) + i),
+        )
+    };
+    let addr = format!("{underlay_ip}/{}", names::UNDERLAY_PREFIX_LEN);
     sys::ip(&["netns", "add", &ns]).await?;
     sys::ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
     // Created inside the node namespace, peer straight into the underlay: nothing of the
@@ -290,7 +318,7 @@ async fn make_node(lab: &LabName, i: usize, ul: &str) -> Result<NodeRecord> {
         index: i,
         name: names::node_name(i),
         netns: ns,
-        underlay_ip: names::underlay_ip(i),
+        underlay_ip,
         agent_socket: dir.join("agent.sock"),
         agent_state_dir: state_dir,
         agent_log: dir.join("agent.log"),

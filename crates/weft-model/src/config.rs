@@ -388,7 +388,10 @@ mod tests {
             }),
             ..ClusterConfigSpec::default()
         };
-        let err = bad.validate("ClusterConfig default", None).unwrap_err().to_string();
+        let err = bad
+            .validate("ClusterConfig default", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("spec.routeTargets.export[0]"), "{err}");
         assert!(err.contains("target:64512:100"), "{err}");
     }

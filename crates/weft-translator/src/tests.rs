@@ -371,8 +371,18 @@ fn cluster_route_targets_federate_only_the_shared_default_networks() {
         let own = format!("target:64513:{}", n.vni.0);
         if n.origin == "cluster" {
             shared += 1;
-            assert_eq!(n.import_targets, vec![own.clone(), "target:64512:100".into()], "{}", n.fq_name);
-            assert_eq!(n.export_targets, vec![own, "target:64513:100".into()], "{}", n.fq_name);
+            assert_eq!(
+                n.import_targets,
+                vec![own.clone(), "target:64512:100".into()],
+                "{}",
+                n.fq_name
+            );
+            assert_eq!(
+                n.export_targets,
+                vec![own, "target:64513:100".into()],
+                "{}",
+                n.fq_name
+            );
         } else {
             assert_eq!(n.import_targets, vec![own.clone()], "{}", n.fq_name);
             assert_eq!(n.export_targets, vec![own], "{}", n.fq_name);

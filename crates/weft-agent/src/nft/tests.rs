@@ -344,7 +344,11 @@ fn document_replaces_the_table_atomically_and_carries_the_fingerprint() {
 fn vip_chains_balance_only_for_client_pods() {
     let t = rendered();
     let web = rules_of(&t, "vip.dev.web.tcp.80");
-    assert_eq!(web.len(), 2, "client pods, then another cluster through the tunnel");
+    assert_eq!(
+        web.len(),
+        2,
+        "client pods, then another cluster through the tunnel"
+    );
     // Through the tunnel: only the backend on this node (n1).
     let tunnel = json(&web[1].expr);
     assert!(tunnel.contains(r#""right":"weft-vxlan""#), "{tunnel}");
@@ -427,7 +431,15 @@ fn dispatch_rejects_and_outside_traffic() {
         .iter()
         .map(|r| json(&r.expr))
         .collect();
-    assert_eq!(filter.len(), 6, "{filter:#?}");
+    assert_eq!(filter.len(), 7, "{filter:#?}");
+    // Another cluster's VIP connections (local backends of web and aff): marked so the
+    // DNATed packets, which lost their VNI, are routed by the backend's table.
+    assert!(
+        filter[4].contains(&format!(r#""value":{MARK_FROM_TUNNEL}"#)),
+        "{}",
+        filter[4]
+    );
+    let filter = [&filter[..4], &filter[5..]].concat();
     assert!(filter[0].contains(r#"{"reject":{"type":"tcp reset"}}"#) && filter[0].contains("10.96.0.12"));
     assert!(!filter[0].contains(r#""udp",81"#));
     assert!(filter[1].contains(r#"{"reject":{"type":"icmpx","expr":"port-unreachable"}}"#));
