@@ -313,12 +313,139 @@ async fn data_plane(args: DemoArgs) -> Result<()> {
         weft_lab::topology::down(&lab, &progress).await?;
     }
     let mismatches = outcome?;
+    second_act(args.keep, &progress).await?;
     progress.step(&format!("demo finished in {:.1}s", wall.elapsed().as_secs_f64()));
     anyhow::ensure!(
         mismatches == 0,
         "{mismatches} cell(s) of the matrix differ from what Tungsten Fabric's namespace rules expect"
     );
     Ok(())
+}
+
+/// The second act's two clusters: a client in cluster 1, a web service in cluster 2.
+const SECOND_ACT: [&str; 2] = [
+    "apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec: {nodeName: node-1, containers: [{name: c, image: x, ports: [{containerPort: 80}]}]}
+",
+    "apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec: {nodeName: node-2, containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+",
+];
+
+/// Second act: two clusters on one underlay (`weft lab up --clusters 2`, labs `wfed`
+/// and `wfed2`), controllers peered over BGP; cluster 1's client calls cluster 2's
+/// ClusterIP service through the overlay.
+async fn second_act(keep: bool, progress: &Progress) -> Result<()> {
+    let lab = LabName::new("wfed")?;
+    let second = weft_lab::federation::sibling(&lab)?;
+    for l in [&second, &lab] {
+        if weft_lab::topology::exists(l).await {
+            weft_lab::topology::down(l, progress).await?;
+        }
+    }
+    progress.step(
+        "second act: two clusters (AS 64512 and AS 64513) on one underlay, controllers peered over BGP",
+    );
+    let docs = |name: &str, text: &str| -> Result<Vec<weft_api::types::ManifestDocument>> {
+        parse_manifest_text(text, name)
+            .into_iter()
+            .map(|d| d.context("the built-in second act parses"))
+            .collect()
+    };
+    let opts = weft_lab::topology::UpOptions {
+        nodes: 2,
+        files: Vec::new(),
+        documents: docs("second act, cluster 1", SECOND_ACT[0])?,
+        namespace: None,
+        cni_timeout: 30,
+        no_agents: false,
+        cluster_objects: Vec::new(),
+        join_underlay: None,
+    };
+    let outcome = async {
+        anyhow::ensure!(
+            weft_lab::federation::up_pair(&lab, opts, progress).await?,
+            "cluster 1's pod did not attach"
+        );
+        let mut state2 = weft_lab::state::LabState::load(&second)?;
+        let applied = weft_lab::pods::apply_docs(
+            &second,
+            &mut state2,
+            docs("second act, cluster 2", SECOND_ACT[1])?,
+            None,
+            30,
+            progress,
+        )
+        .await;
+        state2.save(&second)?;
+        anyhow::ensure!(applied?, "cluster 2's pod or service did not apply");
+        let services = ApiClient::new(&state2.controller.url)
+            .derived("services", None)
+            .await?;
+        let vip: std::net::IpAddr = services
+            .iter()
+            .find_map(|o| match o {
+                DerivedObject::Service(s) => s.vip,
+                _ => None,
+            })
+            .context("cluster 2's service has no VIP")?;
+        let state1 = weft_lab::state::LabState::load(&lab)?;
+        let netns = state1
+            .pods
+            .values()
+            .find(|p| p.pod == "client")
+            .map(|p| p.netns.clone())
+            .context("no client pod in cluster 1")?;
+        let target = std::net::SocketAddr::new(vip, 80);
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let probe = netns.clone();
+            let who = tokio::task::spawn_blocking(move || {
+                weft_lab::echo::whoami_from_netns(
+                    &probe,
+                    target,
+                    weft_lab::Proto::Tcp,
+                    std::time::Duration::from_secs(1),
+                )
+            })
+            .await?;
+            match who {
+                Ok(who) => {
+                    progress.step(&format!(
+                        "cluster 1 default/client -> cluster 2 service web {target}: answered by {who} \
+                         (VXLAN straight to cluster 2's node, VNI from the VPNv4 label, DNAT there)"
+                    ));
+                    break;
+                }
+                Err(o) if Instant::now() >= deadline => {
+                    anyhow::bail!(
+                        "cluster 1's client did not reach cluster 2's service {target} within 30 s: {o:?}"
+                    )
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if keep {
+        progress.step(&format!(
+            "labs {lab} and {second} left up; weft lab down --name {lab} removes both"
+        ));
+    } else {
+        weft_lab::topology::down(&second, progress).await?;
+        weft_lab::topology::down(&lab, progress).await?;
+    }
+    outcome
 }
 
 /// Brings the lab up and shows matrix and routes; the number of unexpected cells.
