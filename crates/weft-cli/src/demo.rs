@@ -299,6 +299,8 @@ async fn data_plane(args: DemoArgs) -> Result<()> {
         no_agents: false,
         cluster_objects: Vec::new(),
         join_underlay: None,
+        gateway: None,
+        gateway_relay: None,
     };
     let outcome = show(&lab, &opts, &progress).await;
     if args.keep {
@@ -370,6 +372,8 @@ async fn second_act(keep: bool, progress: &Progress) -> Result<()> {
         no_agents: false,
         cluster_objects: Vec::new(),
         join_underlay: None,
+        gateway: None,
+        gateway_relay: None,
     };
     let outcome = async {
         anyhow::ensure!(

@@ -282,6 +282,8 @@ async fn measure(lab: &LabName, opts: &PolicyBenchOptions, progress: &Progress) 
         no_agents: false,
         cluster_objects: Vec::new(),
         join_underlay: None,
+        gateway: None,
+        gateway_relay: None,
     };
     if !topology::up(lab, &up, &Progress::quiet()).await? {
         bail!("lab {lab}: the bench pods could not be created");

@@ -662,6 +662,8 @@ async fn setup_weft(lab: &LabName) -> Result<PathSetup> {
         no_agents: false,
         cluster_objects: Vec::new(),
         join_underlay: None,
+        gateway: None,
+        gateway_relay: None,
     };
     if !topology::up(lab, &opts, &Progress::quiet()).await? {
         bail!("lab {lab}: the two bench pods could not be created");

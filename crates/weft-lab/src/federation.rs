@@ -78,14 +78,23 @@ pub async fn up_pair(lab: &LabName, opts: UpOptions, progress: &Progress) -> any
     let ports = [free_port()?, free_port()?];
     let first = UpOptions {
         cluster_objects: cluster_objects(1, ports),
+        gateway: opts.gateway.map(|_| 2),
         ..opts.clone()
     };
     let ok = topology::up(lab, &first, progress).await?;
+    let gateway_relay = match opts.gateway {
+        Some(_) => LabState::load(lab)?
+            .gateway
+            .and_then(|g| g.relay_ports.get(1).copied()),
+        None => None,
+    };
     let two = UpOptions {
         files: Vec::new(),
         documents: Vec::new(),
         cluster_objects: cluster_objects(2, ports),
         join_underlay: Some((lab.underlay_ns(), 2)),
+        gateway: None,
+        gateway_relay,
         ..opts
     };
     topology::up(&second, &two, progress).await?;

@@ -53,6 +53,7 @@ pub mod bench_throughput;
 pub mod converge;
 pub mod echo;
 pub mod federation;
+pub mod gateway;
 pub mod inspect;
 pub mod names;
 pub mod pods;
@@ -166,6 +167,11 @@ pub enum LabCommand {
         /// go to the first; `weft lab apply --name <name>2` for the second).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
         clusters: u8,
+        /// Add a gateway router (FRR in namespace wl-<name>-gw, AS 65000, 192.0.2.1) that
+        /// peers with every cluster's controller and learns its routes, and an external
+        /// host behind it (wl-<name>-ext, 203.0.113.10).
+        #[arg(long)]
+        gateway: bool,
     },
     /// Remove everything the lab made (processes, namespaces, state); also after a crash.
     Down,
@@ -278,6 +284,25 @@ pub enum LabCommand {
     /// (internal) The CNI plugin itself, when no `weft-cni` binary is installed.
     #[command(hide = true)]
     CniPlugin,
+    /// (internal) Carries BGP sessions from the machine's namespace into the gateway's.
+    #[command(hide = true)]
+    Relay {
+        /// The gateway's namespace.
+        #[arg(long)]
+        netns: String,
+        /// Where to accept (the machine's namespace).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Source address inside the gateway namespace.
+        #[arg(long)]
+        bind: std::net::Ipv4Addr,
+        /// Where to connect inside the gateway namespace.
+        #[arg(long)]
+        connect: std::net::SocketAddr,
+        /// The lab's gateway directory (named so `weft lab down` finds this process).
+        #[arg(long)]
+        log_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// The benchmarks of `weft lab bench` other than the default (CNI latency).
@@ -330,6 +355,16 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         LabCommand::CniPlugin => return Ok(cni_plugin()),
+        LabCommand::Relay {
+            netns,
+            listen,
+            bind,
+            connect,
+            log_dir: _,
+        } => {
+            gateway::relay(&netns, listen, bind, connect).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         LabCommand::Bench {
             what:
                 Some(BenchCommand::Throughput {
@@ -377,6 +412,7 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
             manifests,
             no_agents,
             clusters,
+            gateway,
         } => {
             let opts = topology::UpOptions {
                 nodes,
@@ -387,6 +423,8 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
                 no_agents,
                 cluster_objects: Vec::new(),
                 join_underlay: None,
+                gateway: gateway.then_some(1),
+                gateway_relay: None,
             };
             if clusters == 2 {
                 federation::up_pair(&lab, opts, &progress).await.map(ok)
@@ -453,7 +491,7 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
         LabCommand::Bench { pods, .. } => bench::run(&lab, pods, &progress)
             .await
             .map(|()| ExitCode::SUCCESS),
-        LabCommand::Echo { .. } | LabCommand::CniPlugin => Ok(ExitCode::SUCCESS),
+        LabCommand::Echo { .. } | LabCommand::CniPlugin | LabCommand::Relay { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct LabState {
     /// Counter for container ids (a re-added pod gets a new sandbox id).
     #[serde(default)]
     pub next_sandbox: u64,
+    /// The gateway router and external host, with `up --gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<crate::gateway::GatewayRecord>,
 }
 
 /// One node.

@@ -108,6 +108,11 @@ pub struct UpOptions {
     /// Join this underlay namespace (another lab's bridge) as cluster number `.1`
     /// instead of making one: the second cluster of `up --clusters 2`.
     pub join_underlay: Option<(String, usize)>,
+    /// Build a gateway router and external host ([`crate::gateway`]) peering with this
+    /// many clusters (this lab being cluster 1); `None`: no gateway.
+    pub gateway: Option<usize>,
+    /// Peer with an existing gateway through this relay port (a second cluster).
+    pub gateway_relay: Option<u16>,
 }
 
 /// True when anything of lab `lab` exists (state dir or a namespace).
@@ -200,12 +205,37 @@ async fn build(lab: &LabName, opts: &UpOptions, bins: &Binaries, progress: &Prog
         state.save(lab)?;
     }
 
+    let mut cluster_objects = opts.cluster_objects.clone();
+    if let Some(clusters) = opts.gateway {
+        let gw = crate::gateway::build(lab, &ul, clusters, crate::federation::asn, &bins.weft).await?;
+        progress.step(&format!(
+            "gateway router {} (FRR, AS {}, {}) and external host {} ({})",
+            gw.netns,
+            crate::gateway::GATEWAY_ASN,
+            crate::gateway::GATEWAY_UNDERLAY_IP,
+            gw.external_netns,
+            crate::gateway::EXTERNAL_HOST_IP
+        ));
+        if cluster_objects.is_empty() {
+            // BGP needs a router ID; a manifest's own ClusterConfig replaces this one.
+            cluster_objects.push(serde_json::json!({
+                "apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig", "metadata": {"name": "default"},
+                "spec": {"routerId": "10.255.0.1"}}));
+        }
+        cluster_objects.push(crate::gateway::peer_object(gw.relay_ports[0]));
+        state.gateway = Some(gw);
+        state.save(lab)?;
+    }
+    if let Some(port) = opts.gateway_relay {
+        crate::gateway::route_nodes_via_gateway(lab).await?;
+        cluster_objects.push(crate::gateway::peer_object(port));
+    }
+
     start_controller(lab, &mut state, progress).await?;
     state.save(lab)?;
 
     let client = ApiClient::new(&state.controller.url);
-    let nodes: Vec<ManifestDocument> = opts
-        .cluster_objects
+    let nodes: Vec<ManifestDocument> = cluster_objects
         .iter()
         .map(|o| ManifestDocument {
             source: format!("lab {lab} cluster settings"),
