@@ -24,7 +24,11 @@
 //! through the conntrack entry that holds the NAT). A VIP is also exported in each pod
 //! network connected to its service network (RD, VNI and targets of that network, as
 //! TF leaks routes between connected VRFs): a remote network importing a pod network's
-//! targets reaches the VIP, and the packets arrive in the table that routes to backends. Each route also carries a router-MAC extended
+//! targets reaches the VIP, and the packets arrive in the table that routes to backends.
+//! A LoadBalancer's floating IPs are exported the same way in the floating-IP pool's
+//! network (its RD, VNI and export targets; reference §5.1), next hop again the node of
+//! the first ready backend, whose agent DNATs them like external IPs; without a ready
+//! backend they are withdrawn. Each route also carries a router-MAC extended
 //! community (type 0x06, subtype 0x03, RFC 9135) with the MAC of that node's VXLAN
 //! device, the inner destination MAC the node accepts; without it a remote VTEP could
 //! not be programmed. The same prefixes go out as IPv4 unicast (no label) for peers
@@ -212,30 +216,46 @@ pub fn export_routes(
     let mut services: Vec<&ServiceRecord> = services.iter().collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for s in services {
-        let (Some(vip), Some(network)) = (s.vip, by_name.get(s.network.as_str())) else {
-            continue;
-        };
         let node = s
             .backends
             .iter()
             .filter(|b| b.ready)
             .filter_map(|b| b.node.as_deref())
             .min();
-        match node {
-            Some(node) => {
-                add(network, vip, node, &mut notes);
-                // Leaked into every client network too (TF's route leaking between a pod
-                // network and the service network it is connected to): a remote cluster
-                // importing a pod network's targets reaches the VIP, and the traffic
-                // arrives with that network's VNI, in the table that routes to backends.
-                for client in weft_routing::services::client_networks(&by_name, &s.network) {
-                    if let Some(client) = by_name.get(client) {
-                        add(client, vip, node, &mut notes);
-                    }
+        // No ready backend on a known node: nothing to point at (VIP and floating IPs
+        // are withdrawn).
+        let Some(node) = node else { continue };
+        if let (Some(vip), Some(network)) = (s.vip, by_name.get(s.network.as_str())) {
+            add(network, vip, node, &mut notes);
+            // Leaked into every client network too (TF's route leaking between a pod
+            // network and the service network it is connected to): a remote cluster
+            // importing a pod network's targets reaches the VIP, and the traffic
+            // arrives with that network's VNI, in the table that routes to backends.
+            for client in weft_routing::services::client_networks(&by_name, &s.network) {
+                if let Some(client) = by_name.get(client) {
+                    add(client, vip, node, &mut notes);
+                }
+            }
+        }
+        // Floating IPs (reference §5.1): exported in the pool's network, with its RD,
+        // VNI and export targets, so a gateway whose VRF imports that network's target
+        // reaches them; the node DNATs them like external IPs.
+        if s.floating_ips.is_empty() {
+            continue;
+        }
+        match s.fip_network.as_deref().and_then(|fq| by_name.get(fq)) {
+            Some(network) => {
+                for ip in &s.floating_ips {
+                    add(network, *ip, node, &mut notes);
                 }
             }
             None => {
-                // No ready backend on a known node: nothing to point at.
+                notes.insert(format!(
+                    "service {}/{}: floating-IP network {} is unknown; its floating IPs are not exported",
+                    s.namespace,
+                    s.name,
+                    s.fip_network.as_deref().unwrap_or("(none)")
+                ));
             }
         }
     }

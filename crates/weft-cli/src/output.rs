@@ -181,6 +181,26 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
+/// The EXTERNAL-IP of a service, as kubectl shows it: its floating IPs and spec
+/// external IPs, `<pending>` for a LoadBalancer still without a floating IP, `<none>`
+/// otherwise.
+fn external_ip_column(s: &weft_model::ServiceRecord) -> String {
+    let mut shown: Vec<String> = s.floating_ips.iter().map(|ip| ip.to_string()).collect();
+    if shown.is_empty() && s.service_type == "LoadBalancer" {
+        shown.push("<pending>".into());
+    }
+    for ip in &s.external_ips {
+        if !shown.contains(ip) {
+            shown.push(ip.clone());
+        }
+    }
+    if shown.is_empty() {
+        "<none>".into()
+    } else {
+        shown.join(",")
+    }
+}
+
 fn derived_table(objects: &[DerivedObject]) -> Table {
     let Some(first) = objects.first() else {
         return table(&["(none)"]);
@@ -264,7 +284,16 @@ fn derived_table(objects: &[DerivedObject]) -> Table {
             }
         }
         DerivedObject::Service(_) => {
-            t = table(&["NAMESPACE", "NAME", "TYPE", "VIP", "PORTS", "BACKENDS", "NOTE"]);
+            t = table(&[
+                "NAMESPACE",
+                "NAME",
+                "TYPE",
+                "VIP",
+                "EXTERNAL-IP",
+                "PORTS",
+                "BACKENDS",
+                "NOTE",
+            ]);
             for o in objects {
                 if let DerivedObject::Service(s) = o {
                     let ports: Vec<String> = s
@@ -282,6 +311,7 @@ fn derived_table(objects: &[DerivedObject]) -> Table {
                         s.name.clone(),
                         s.service_type.clone(),
                         s.vip.map(|v| v.to_string()).unwrap_or_else(|| "None".into()),
+                        external_ip_column(s),
                         ports.join(","),
                         format!("{ready}/{} {}", s.backends.len(), backends.join(",")),
                         s.note.clone().unwrap_or_default(),
@@ -538,4 +568,42 @@ pub async fn status(server: &str, args: StatusArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(service_type: &str, fips: &[&str], external: &[&str]) -> weft_model::ServiceRecord {
+        weft_model::ServiceRecord {
+            namespace: "default".into(),
+            name: "web".into(),
+            service_type: service_type.into(),
+            vip: None,
+            network: String::new(),
+            ports: vec![],
+            session_affinity: "None".into(),
+            external_ips: external.iter().map(|s| s.to_string()).collect(),
+            backends: vec![],
+            backends_from: "none".into(),
+            note: None,
+            floating_ips: fips.iter().map(|s| s.parse().expect("ip")).collect(),
+            fip_pool: None,
+            fip_network: None,
+        }
+    }
+
+    #[test]
+    fn external_ip_column_shows_fips_pending_or_none() {
+        assert_eq!(
+            external_ip_column(&record("LoadBalancer", &["203.0.113.252"], &[])),
+            "203.0.113.252"
+        );
+        assert_eq!(external_ip_column(&record("LoadBalancer", &[], &[])), "<pending>");
+        assert_eq!(external_ip_column(&record("ClusterIP", &[], &[])), "<none>");
+        assert_eq!(
+            external_ip_column(&record("ClusterIP", &[], &["198.51.100.10"])),
+            "198.51.100.10"
+        );
+    }
 }

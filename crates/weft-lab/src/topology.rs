@@ -218,9 +218,10 @@ async fn build(lab: &LabName, opts: &UpOptions, bins: &Binaries, progress: &Prog
         ));
         if cluster_objects.is_empty() {
             // BGP needs a router ID; a manifest's own ClusterConfig replaces this one.
+            // Its listener stays on the machine's loopback (a free port), never :179.
             cluster_objects.push(serde_json::json!({
                 "apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig", "metadata": {"name": "default"},
-                "spec": {"routerId": "10.255.0.1"}}));
+                "spec": {"routerId": "10.255.0.1", "bgpListenAddress": "127.0.0.1", "bgpPort": free_port()?}}));
         }
         cluster_objects.push(crate::gateway::peer_object(gw.relay_ports[0]));
         state.gateway = Some(gw);

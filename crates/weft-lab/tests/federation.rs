@@ -134,7 +134,7 @@ fn a_pod_reaches_a_pod_and_a_cluster_ip_service_of_the_other_cluster() {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let out = std::process::Command::new("ip")
-                .args(["-n", &gw, "route", "show", "proto", "bgp"])
+                .args(["-n", &gw, "route", "show"])
                 .output()
                 .unwrap();
             let routes = String::from_utf8_lossy(&out.stdout).to_string();

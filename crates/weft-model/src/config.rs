@@ -82,6 +82,12 @@ pub struct ClusterConfigSpec {
     /// nodes are configured with the route targets of the VRFs they share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_targets: Option<crate::resources::RouteTargetsSpec>,
+    /// The cluster-wide floating-IP pool for LoadBalancer services (TF kube-manager's
+    /// `public_fip_pool`), in the `opencontrail.org/fip-pool` format
+    /// `{"domain": "default-domain", "project": "k8s-<ns>", "network": "<vn>", "name": "<pool>"}`.
+    /// A Service's or its Namespace's annotation takes precedence over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_fip_pool: Option<String>,
 }
 
 fn default_cluster_name() -> String {
@@ -115,6 +121,7 @@ impl Default for ClusterConfigSpec {
             bgp_listen_address: None,
             bgp_port: None,
             route_targets: None,
+            public_fip_pool: None,
         }
     }
 }
@@ -150,6 +157,10 @@ pub struct EffectiveConfig {
     /// Extra route targets the default pod and service networks export.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_targets: Vec<String>,
+    /// The cluster-wide floating-IP pool (`spec.publicFipPool`), the last of the three
+    /// scopes LoadBalancer services take their pool from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_fip_pool: Option<crate::resources::FipPoolRef>,
 }
 
 impl Default for EffectiveConfig {
@@ -341,7 +352,13 @@ impl ClusterConfigSpec {
                 (rts.import.clone(), rts.export.clone())
             }
         };
+        let public_fip_pool = self
+            .public_fip_pool
+            .as_deref()
+            .map(|text| crate::resources::FipPoolRef::parse(object, "spec.publicFipPool", text))
+            .transpose()?;
         Ok(EffectiveConfig {
+            public_fip_pool,
             bgp_listen,
             import_targets,
             export_targets,
@@ -484,6 +501,35 @@ mod tests {
             spec.validate("x", None).unwrap_err().field,
             "spec.bgpListenAddress"
         );
+    }
+
+    #[test]
+    fn public_fip_pool_is_parsed_and_named_on_error() {
+        let spec = ClusterConfigSpec {
+            public_fip_pool: Some(
+                "{'domain': 'default-domain', 'project': 'k8s-public', 'network': 'ext', 'name': 'pool'}"
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let pool = spec.validate("x", None).unwrap().public_fip_pool.unwrap();
+        assert_eq!(pool.to_string(), "default-domain:k8s-public:ext:pool");
+        assert_eq!(pool.namespace("k8s"), Some("public"));
+        assert_eq!(pool.namespace("other"), None);
+        let spec = ClusterConfigSpec {
+            public_fip_pool: Some(
+                r#"{"domain": "default-domain", "project": "k8s-public", "name": "pool"}"#.into(),
+            ),
+            ..Default::default()
+        };
+        let err = spec.validate("ClusterConfig default", None).unwrap_err();
+        assert_eq!(err.field, "spec.publicFipPool");
+        assert!(err.expected.contains("\"network\""), "{err}");
+        let spec = ClusterConfigSpec {
+            public_fip_pool: Some("pool".into()),
+            ..Default::default()
+        };
+        assert_eq!(spec.validate("x", None).unwrap_err().field, "spec.publicFipPool");
     }
 
     #[test]

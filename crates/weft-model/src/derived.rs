@@ -173,9 +173,22 @@ pub struct ServiceRecord {
     pub backends: Vec<BackendRecord>,
     /// Where the backends came from: `endpointslices` or `selector`.
     pub backends_from: String,
-    /// A note for the user (e.g. LoadBalancer without a floating-IP pool acts as NodePort).
+    /// A note for the user: which scope chose the floating-IP pool of a LoadBalancer,
+    /// or why it has none (it then acts as NodePort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Floating IPs of a LoadBalancer service (reference §5.3), allocated from its pool
+    /// network's IPAM. Every node DNATs them like external IPs and the controller
+    /// exports them over BGP in the pool's network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floating_ips: Vec<IpAddr>,
+    /// The FloatingIpPool the floating IPs come from, as `namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fip_pool: Option<String>,
+    /// FQ name of the pool's network, whose IPAM holds the floating IPs and in which
+    /// they are exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fip_network: Option<String>,
 }
 
 /// A NetworkPolicy as a TF firewall policy with its sequence in the cluster policy set.

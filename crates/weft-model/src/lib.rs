@@ -31,6 +31,6 @@ pub use error::FieldError;
 pub use ids::{MacAddr, Vni};
 pub use input::{InputChange, InputKey, InputKind, InputObject};
 pub use resources::{
-    FloatingIpPool, FloatingIpPoolSpec, NetworkAttachmentDefinition, NetworkAttachmentSpec, VirtualNetwork,
-    VirtualNetworkSpec, WEFT_API_VERSION,
+    FipPoolRef, FloatingIpPool, FloatingIpPoolSpec, NetworkAttachmentDefinition, NetworkAttachmentSpec,
+    VirtualNetwork, VirtualNetworkSpec, WEFT_API_VERSION,
 };

@@ -2,8 +2,14 @@
 //! NetworkAttachmentDefinition, as manifests spell them. They are usable both in
 //! `weft apply` files and as Kubernetes custom resources.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+
+use crate::error::FieldError;
+use crate::naming::DEFAULT_DOMAIN;
 
 /// API group/version of weft's own kinds.
 pub const WEFT_API_VERSION: &str = "weft.dev/v1alpha1";
@@ -78,6 +84,137 @@ pub struct FloatingIpPoolSpec {
     /// Restrict the pool to these subnets of the network; empty = all of them.
     #[serde(default)]
     pub subnets: Vec<String>,
+}
+
+/// A reference to a floating-IP pool as Tungsten Fabric writes it in the
+/// `opencontrail.org/fip-pool` annotation and kube-manager's `public_fip_pool`:
+/// `{"domain": "default-domain", "project": "k8s-public", "network": "public", "name": "pool"}`.
+///
+/// In weft the project `<cluster>-<ns>` stands for namespace `<ns>`, `network` for a
+/// VirtualNetwork and `name` for a FloatingIpPool, both in that namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FipPoolRef {
+    /// TF domain; only `default-domain` can name a weft pool.
+    pub domain: String,
+    /// TF project, `<cluster>-<namespace>`.
+    pub project: String,
+    /// Name of the pool's VirtualNetwork.
+    pub network: String,
+    /// Name of the FloatingIpPool.
+    pub name: String,
+}
+
+impl FipPoolRef {
+    /// Parses a reference (JSON or Python-literal dict with the keys `domain`,
+    /// `project`, `network` and `name`), naming `object` and `field` on error.
+    pub fn parse(object: &str, field: &str, text: &str) -> Result<FipPoolRef, FieldError> {
+        let dict = parse_flat_dict(object, field, text)?;
+        let get = |k: &str| -> Result<String, FieldError> {
+            match dict.get(k) {
+                Some(v) if !v.is_empty() => Ok(v.clone()),
+                _ => Err(FieldError::new(
+                    object,
+                    field,
+                    format!("key \"{k}\" (keys domain, project, network and name are all required)"),
+                )
+                .found(text)),
+            }
+        };
+        Ok(FipPoolRef {
+            domain: get("domain")?,
+            project: get("project")?,
+            network: get("network")?,
+            name: get("name")?,
+        })
+    }
+
+    /// The namespace the reference points into for cluster `cluster`: the project with
+    /// its `<cluster>-` prefix removed; `None` when the domain or project cannot name a
+    /// weft pool.
+    pub fn namespace(&self, cluster: &str) -> Option<&str> {
+        if self.domain != DEFAULT_DOMAIN {
+            return None;
+        }
+        self.project
+            .strip_prefix(cluster)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .filter(|ns| !ns.is_empty())
+    }
+}
+
+impl fmt::Display for FipPoolRef {
+    /// TF's FQ name of the pool: `domain:project:network:name`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{}",
+            self.domain, self.project, self.network, self.name
+        )
+    }
+}
+
+/// Parses a flat dictionary of strings written either as JSON (`{"a": "b"}`) or as a
+/// Python literal (`{'a': 'b'}`), the two forms TF users write (TF reads them with
+/// `ast.literal_eval`). Errors name `object` and `field`.
+pub fn parse_flat_dict(
+    object: &str,
+    field: &str,
+    value: &str,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    let expected =
+        "a dictionary such as {\"domain\": \"default-domain\", \"project\": \"k8s-dev\", \"name\": \"vn1\"}";
+    let err = || FieldError::new(object, field, expected).found(value);
+    let mut chars = value.trim().chars().peekable();
+    let mut out = BTreeMap::new();
+    let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while c.peek().is_some_and(|ch| ch.is_whitespace()) {
+            c.next();
+        }
+    };
+    let read_string = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
+        let quote = c.next()?;
+        if quote != '"' && quote != '\'' {
+            return None;
+        }
+        let mut s = String::new();
+        loop {
+            match c.next()? {
+                '\\' => s.push(c.next()?),
+                ch if ch == quote => return Some(s),
+                ch => s.push(ch),
+            }
+        }
+    };
+    if chars.next() != Some('{') {
+        return Err(err());
+    }
+    skip_ws(&mut chars);
+    if chars.peek() == Some(&'}') {
+        chars.next();
+    } else {
+        loop {
+            skip_ws(&mut chars);
+            let k = read_string(&mut chars).ok_or_else(err)?;
+            skip_ws(&mut chars);
+            if chars.next() != Some(':') {
+                return Err(err());
+            }
+            skip_ws(&mut chars);
+            let v = read_string(&mut chars).ok_or_else(err)?;
+            out.insert(k, v);
+            skip_ws(&mut chars);
+            match chars.next() {
+                Some(',') => continue,
+                Some('}') => break,
+                _ => return Err(err()),
+            }
+        }
+    }
+    skip_ws(&mut chars);
+    if chars.next().is_some() {
+        return Err(err());
+    }
+    Ok(out)
 }
 
 /// A Multus NetworkAttachmentDefinition (`k8s.cni.cncf.io/v1`). TF reads its

@@ -139,6 +139,9 @@ pub(crate) fn compile<'a>(
                 }
             }
         }
+        // Floating IPs of a LoadBalancer are handled like external IPs: every node
+        // DNATs them to the backends, whoever sends.
+        external_ips.extend(s.floating_ips.iter().copied());
         external_ips.sort();
         external_ips.dedup();
         let clients = client_networks(inputs.by_name, &s.network);

@@ -513,6 +513,9 @@ fn service(
         backends,
         backends_from: "selector".into(),
         note: None,
+        floating_ips: vec![],
+        fip_pool: None,
+        fip_network: None,
     }
 }
 
@@ -753,6 +756,62 @@ fn named_target_ports_resolve_per_backend() {
         s.warnings.iter().any(|w| w.contains("declares no port")),
         "{:?}",
         s.warnings
+    );
+}
+
+#[test]
+fn floating_ips_are_external_ips_on_every_node() {
+    let mut svc = service(
+        "dev",
+        "lb",
+        DEFAULT_SVC,
+        "10.96.0.41",
+        vec![backend("dev/b", "10.47.255.250", "node-2", true, &[])],
+    );
+    svc.service_type = "LoadBalancer".into();
+    svc.ports[0].node_port = Some(30081);
+    // The same address as a spec external IP and as the floating IP: listed once.
+    svc.external_ips = vec!["203.0.113.9".into(), "203.0.113.252".into()];
+    svc.floating_ips = vec!["203.0.113.252".parse().unwrap()];
+    svc.fip_pool = Some("public/pool".into());
+    svc.fip_network = Some("default-domain:k8s-public:ext".into());
+    let nodes = vec![
+        k8s_node("node-1", &[("InternalIP", "192.0.2.11")]),
+        k8s_node("node-2", &[("InternalIP", "192.0.2.12")]),
+        k8s_node("node-3", &[("InternalIP", "192.0.2.13")]),
+    ];
+    for node in ["node-1", "node-2", "node-3"] {
+        let state = compile_node_state_with_services(
+            node,
+            1,
+            &isolation_networks(),
+            &service_interfaces(),
+            std::slice::from_ref(&svc),
+            &nodes,
+        );
+        assert_eq!(state.services.len(), 1, "{node}");
+        assert_eq!(
+            state.services[0].external_ips,
+            vec![
+                "203.0.113.9".parse::<IpAddr>().unwrap(),
+                "203.0.113.252".parse().unwrap()
+            ],
+            "{node}"
+        );
+    }
+    // A floating IP alone (no spec external IP) is reachable from outside as well.
+    svc.external_ips.clear();
+    let state = compile_node_state_with_services(
+        "node-3",
+        1,
+        &isolation_networks(),
+        &service_interfaces(),
+        &[svc],
+        &nodes,
+    );
+    assert_eq!(
+        state.services[0].external_ips,
+        vec!["203.0.113.252".parse::<IpAddr>().unwrap()]
     );
 }
 

@@ -24,62 +24,10 @@ pub fn parse_bool(object: &str, key: &str, value: &str) -> Result<bool, FieldErr
 }
 
 /// Parses a flat dictionary of strings written either as JSON (`{"a": "b"}`) or as a
-/// Python literal (`{'a': 'b'}`), the two forms TF users write.
+/// Python literal (`{'a': 'b'}`), the two forms TF users write. The parser itself
+/// lives in weft-model (the ClusterConfig's `publicFipPool` uses it too).
 pub fn parse_flat_dict(object: &str, key: &str, value: &str) -> Result<BTreeMap<String, String>, FieldError> {
-    let expected =
-        "a dictionary such as {\"domain\": \"default-domain\", \"project\": \"k8s-dev\", \"name\": \"vn1\"}";
-    let err = || FieldError::new(object, annotation_field(key), expected).found(value);
-    let mut chars = value.trim().chars().peekable();
-    let mut out = BTreeMap::new();
-    let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while c.peek().is_some_and(|ch| ch.is_whitespace()) {
-            c.next();
-        }
-    };
-    let read_string = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
-        let quote = c.next()?;
-        if quote != '"' && quote != '\'' {
-            return None;
-        }
-        let mut s = String::new();
-        loop {
-            match c.next()? {
-                '\\' => s.push(c.next()?),
-                ch if ch == quote => return Some(s),
-                ch => s.push(ch),
-            }
-        }
-    };
-    if chars.next() != Some('{') {
-        return Err(err());
-    }
-    skip_ws(&mut chars);
-    if chars.peek() == Some(&'}') {
-        chars.next();
-    } else {
-        loop {
-            skip_ws(&mut chars);
-            let k = read_string(&mut chars).ok_or_else(err)?;
-            skip_ws(&mut chars);
-            if chars.next() != Some(':') {
-                return Err(err());
-            }
-            skip_ws(&mut chars);
-            let v = read_string(&mut chars).ok_or_else(err)?;
-            out.insert(k, v);
-            skip_ws(&mut chars);
-            match chars.next() {
-                Some(',') => continue,
-                Some('}') => break,
-                _ => return Err(err()),
-            }
-        }
-    }
-    skip_ws(&mut chars);
-    if chars.next().is_some() {
-        return Err(err());
-    }
-    Ok(out)
+    weft_model::resources::parse_flat_dict(object, &annotation_field(key), value)
 }
 
 /// Parses `opencontrail.org/network` into the FQ name of the network it names. All

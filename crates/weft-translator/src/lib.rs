@@ -12,6 +12,7 @@
 //! IPAM pools from what was stored and nothing can leak or be handed out twice.
 
 pub mod annotations;
+mod fips;
 mod networks;
 mod pods;
 mod policies;
@@ -174,6 +175,24 @@ impl Translator {
                             None => Some(format!("network {} is not stored", s.network)),
                         };
                     }
+                    let fip_owner = fips::fip_owner(&s.namespace, &s.name);
+                    for ip in &s.floating_ips {
+                        let network = s.fip_network.clone().unwrap_or_default();
+                        let result = match t.pool_for_network_mut(&network) {
+                            Some(pool) => pool.reserve(*ip, &fip_owner).err().map(|e| e.to_string()),
+                            None => Some(format!("floating-IP network {network} is not stored")),
+                        };
+                        problem = problem.or(result);
+                    }
+                    if problem.is_some() {
+                        // Dropped: free what was reserved for it; the flush allocates afresh.
+                        if let Some(vip) = s.vip {
+                            pods::release_owned(&mut t, vip, &services::service_owner(&s.namespace, &s.name));
+                        }
+                        for ip in &s.floating_ips {
+                            pods::release_owned(&mut t, *ip, &fip_owner);
+                        }
+                    }
                     for port in s.ports.iter().filter_map(|p| p.node_port) {
                         let owner = services::service_owner(&s.namespace, &s.name);
                         match t.node_ports.get(&port) {
@@ -327,6 +346,8 @@ impl Translator {
             InputKind::Namespace => {
                 self.dirty.networks = true;
                 self.dirty.namespaces.insert(key.name.clone());
+                // Its opencontrail.org/fip-pool annotation is a scope of its services' pool.
+                self.mark_services_of_namespace(&key.name);
             }
             InputKind::VirtualNetwork
             | InputKind::NetworkAttachmentDefinition
@@ -588,6 +609,15 @@ impl Translator {
                         }
                         _ => {}
                     }
+                }
+            }
+            // Services holding floating IPs: their FloatingIpPool or its network may have
+            // changed or vanished (those waiting for one are pending, handled above).
+            for d in self.derived(DerivedKind::Service) {
+                if let DerivedObject::Service(s) = d
+                    && !s.floating_ips.is_empty()
+                {
+                    services.insert((s.namespace.clone(), s.name.clone()));
                 }
             }
             // A NetworkAttachmentDefinition or VirtualNetwork may be named by pods of any

@@ -19,7 +19,7 @@ use weft_model::{
 };
 
 use crate::Translator;
-use crate::annotations::{annotation_field, parse_bool, parse_flat_dict, parse_network_ref};
+use crate::annotations::{annotation_field, parse_bool, parse_network_ref};
 
 /// FQ name of the underlay network every pod and service network connects to.
 pub const IP_FABRIC_NETWORK: &str = "default-domain:default-project:ip-fabric";
@@ -86,17 +86,7 @@ pub fn validate_fip_pool_annotation(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> Result<(), FieldError> {
     if let Some(v) = annotation(meta, ANNOTATION_FIP_POOL) {
-        let dict = parse_flat_dict(object, ANNOTATION_FIP_POOL, v)?;
-        for k in ["domain", "project", "network", "name"] {
-            if dict.get(k).is_none_or(|s| s.is_empty()) {
-                return Err(FieldError::new(
-                    object,
-                    annotation_field(ANNOTATION_FIP_POOL),
-                    format!("key \"{k}\" (keys domain, project, network and name are all required)"),
-                )
-                .found(v));
-            }
-        }
+        weft_model::FipPoolRef::parse(object, &annotation_field(ANNOTATION_FIP_POOL), v)?;
     }
     Ok(())
 }
@@ -602,6 +592,11 @@ fn release_network_addresses(t: &mut Translator, network: &VirtualNetworkRecord)
             && let Some(vip) = s.vip
         {
             addresses.push(vip);
+        }
+        if let DerivedObject::Service(s) = d
+            && s.fip_network.as_deref() == Some(network.fq_name.as_str())
+        {
+            addresses.extend(s.floating_ips.iter().copied());
         }
     }
     if let Some(pool) = t.pools.get_mut(&network.ipam) {

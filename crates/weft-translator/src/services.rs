@@ -16,6 +16,7 @@ use weft_model::{
     ServiceRecord,
 };
 
+use crate::fips::{self, NO_POOL_NOTE, fip_owner};
 use crate::networks::validate_fip_pool_annotation;
 use crate::pods::release_owned;
 use crate::{NODE_PORT_RANGE, Translator, ipam_reason};
@@ -174,6 +175,31 @@ pub fn validate_service(
     {
         if ip.parse::<IpAddr>().is_err() {
             return Err(FieldError::new(object, format!("spec.externalIPs[{i}]"), "an IP address").found(ip));
+        }
+    }
+    if let Some(text) = spec.load_balancer_ip.as_deref().filter(|s| !s.trim().is_empty()) {
+        let ip: IpAddr = text
+            .trim()
+            .parse()
+            .map_err(|_| FieldError::new(object, "spec.loadBalancerIP", "an IP address").found(text))?;
+        // Checked against the pool when the pool is known now; otherwise when it appears.
+        if kind == "LoadBalancer"
+            && let Some(chosen) =
+                fips::chosen_ref(t, key.namespace.as_deref().unwrap_or("default"), &key.name, svc)
+            && let Ok(pool) = fips::resolve(t, &chosen.pool)
+            && !pool.covers(ip)
+        {
+            return Err(FieldError::new(
+                object,
+                "spec.loadBalancerIP",
+                format!(
+                    "an address inside floating-IP pool {} ({}), chosen by {}",
+                    pool.key,
+                    pool.ranges_text(),
+                    chosen.scope
+                ),
+            )
+            .found(ip));
         }
     }
     if let Some(aff) = spec.session_affinity.as_deref()
@@ -372,10 +398,14 @@ pub fn sync_service(t: &mut Translator, ns: &str, name: &str) {
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.type_.clone())
         .unwrap_or_else(|| "ClusterIP".into());
+    let fip_owner = fip_owner(ns, name);
     let drop_it = |t: &mut Translator| {
         if let Some(o) = &old {
             if let Some(vip) = o.vip {
                 release_owned(t, vip, &owner);
+            }
+            for ip in &o.floating_ips {
+                release_owned(t, *ip, &fip_owner);
             }
             t.remove_derived(DerivedKind::Service, &record_name);
         }
@@ -492,10 +522,17 @@ pub fn sync_service(t: &mut Translator, ns: &str, name: &str) {
     }
     release_node_ports(t, &owner, &kept);
     let (backends, backends_from) = backends(t, ns, name, &svc);
+    let fip = if spec_type == "LoadBalancer" {
+        sync_floating_ip(t, ns, name, &svc, old.as_ref())
+    } else {
+        release_floating_ips(t, old.as_ref(), &fip_owner, None);
+        FipOutcome::default()
+    };
+    if let Some(reason) = fip.pending {
+        pending.get_or_insert(reason);
+    }
     let note = match spec_type.as_str() {
-        "LoadBalancer" => Some(
-            "type LoadBalancer: no floating-IP pool yet, behaves as NodePort (reachable on every node's address)".to_string(),
-        ),
+        "LoadBalancer" => fip.note,
         _ if headless => Some("headless service: no VIP (TF ignores headless services)".to_string()),
         _ => None,
     };
@@ -511,7 +548,113 @@ pub fn sync_service(t: &mut Translator, ns: &str, name: &str) {
         backends,
         backends_from,
         note,
+        floating_ips: fip.ips,
+        fip_pool: fip.pool,
+        fip_network: fip.network,
     };
     t.put_derived(DerivedObject::Service(record));
     t.set_pending(&key, pending);
+}
+
+/// What the floating-IP step decided for one LoadBalancer service.
+#[derive(Default)]
+struct FipOutcome {
+    ips: Vec<IpAddr>,
+    pool: Option<String>,
+    network: Option<String>,
+    note: Option<String>,
+    pending: Option<String>,
+}
+
+/// Releases the service's previous floating IPs, except `keep`.
+fn release_floating_ips(t: &mut Translator, old: Option<&ServiceRecord>, owner: &str, keep: Option<IpAddr>) {
+    for ip in old.map(|o| o.floating_ips.as_slice()).unwrap_or_default() {
+        if Some(*ip) != keep {
+            release_owned(t, *ip, owner);
+        }
+    }
+}
+
+/// Chooses the pool of a LoadBalancer service and keeps or allocates its floating IP
+/// (reference §5.2–§5.3): `spec.loadBalancerIP` when set, else one address of the pool.
+/// An address already held is kept as long as the pool and the request stay the same.
+fn sync_floating_ip(
+    t: &mut Translator,
+    ns: &str,
+    name: &str,
+    svc: &Service,
+    old: Option<&ServiceRecord>,
+) -> FipOutcome {
+    let owner = fip_owner(ns, name);
+    let Some(chosen) = fips::chosen_ref(t, ns, name, svc) else {
+        release_floating_ips(t, old, &owner, None);
+        return FipOutcome {
+            note: Some(NO_POOL_NOTE.to_string()),
+            ..FipOutcome::default()
+        };
+    };
+    let pool = match fips::resolve(t, &chosen.pool) {
+        Ok(pool) => pool,
+        Err(reason) => {
+            release_floating_ips(t, old, &owner, None);
+            return FipOutcome {
+                note: Some(format!(
+                    "no floating IP: {reason} (pool named by {}); behaves as NodePort meanwhile",
+                    chosen.scope
+                )),
+                pending: Some(format!(
+                    "no floating IP: {reason} (pool named by {})",
+                    chosen.scope
+                )),
+                ..FipOutcome::default()
+            };
+        }
+    };
+    let wanted: Option<IpAddr> = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_ip.as_deref())
+        .and_then(|s| s.trim().parse().ok());
+    let fq = pool.network.fq_name.clone();
+    let kept = old
+        .filter(|o| {
+            o.fip_pool.as_deref() == Some(pool.key.as_str()) && o.fip_network.as_deref() == Some(fq.as_str())
+        })
+        .and_then(|o| o.floating_ips.first().copied())
+        .filter(|ip| {
+            pool.covers(*ip)
+                && wanted.is_none_or(|w| w == *ip)
+                && t.pools.get(&pool.network.ipam).and_then(|p| p.owner(*ip)) == Some(owner.as_str())
+        });
+    release_floating_ips(t, old, &owner, kept);
+    let result = match kept {
+        Some(ip) => Ok(ip),
+        None => match t.pools.get_mut(&pool.network.ipam) {
+            None => Err(format!("no IPAM {} for network {fq}", pool.network.ipam)),
+            Some(ipam) => pool.take(ipam, wanted, &owner),
+        },
+    };
+    match result {
+        Ok(ip) => FipOutcome {
+            ips: vec![ip],
+            pool: Some(pool.key.clone()),
+            network: Some(fq),
+            note: Some(format!(
+                "floating IP {ip} from FloatingIpPool {} (network {}), pool named by {}",
+                pool.key, pool.network.fq_name, chosen.scope
+            )),
+            pending: None,
+        },
+        Err(reason) => FipOutcome {
+            note: Some(format!(
+                "no floating IP from FloatingIpPool {}: {reason}; behaves as NodePort meanwhile",
+                pool.key
+            )),
+            pending: Some(format!(
+                "no floating IP from FloatingIpPool {}: {reason}",
+                pool.key
+            )),
+            ..FipOutcome::default()
+        },
+    }
 }

@@ -52,6 +52,11 @@ fn assert_no_duplicate_addresses(t: &Translator) {
         {
             assert!(seen.insert(v), "duplicate VIP {v}");
         }
+        if let DerivedObject::Service(s) = d {
+            for f in &s.floating_ips {
+                assert!(seen.insert(*f), "duplicate floating IP {f}");
+            }
+        }
     }
     // Every allocation in the pools belongs to a stored object and vice versa.
     assert_eq!(
@@ -630,6 +635,450 @@ fn policies_get_sequences_in_creation_order() {
             "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]}}))))
         .unwrap_err();
     assert_eq!(err.field, "spec.ingress[0].from[0].ipBlock.except[0]");
+}
+
+// ---- Floating IPs of LoadBalancer services (reference §5.2–§5.3) ----
+
+/// `opencontrail.org/fip-pool` value naming pool `name` on network `net` in namespace `public`.
+fn fip_ref(net: &str, name: &str) -> String {
+    format!(r#"{{"domain":"default-domain","project":"k8s-public","network":"{net}","name":"{name}"}}"#)
+}
+
+/// Namespace `public` with three public networks and a pool on each:
+/// ext/pool 203.0.113.0/24, ext2/pool2 198.51.100.0/24, ext3/pool3 192.0.2.0/24.
+fn public_pools(t: &mut Translator) {
+    up(t, ns("public", json!({})));
+    for (net, pool, cidr) in [
+        ("ext", "pool", "203.0.113.0/24"),
+        ("ext2", "pool2", "198.51.100.0/24"),
+        ("ext3", "pool3", "192.0.2.0/24"),
+    ] {
+        up(
+            t,
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork",
+                   "metadata": {"name": net, "namespace": "public"}, "spec": {"subnets": [cidr]}}),
+        );
+        up(t, fip_pool_object(pool, net, json!([])));
+    }
+}
+
+fn fip_pool_object(name: &str, net: &str, subnets: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIpPool",
+           "metadata": {"name": name, "namespace": "public"}, "spec": {"network": net, "subnets": subnets}})
+}
+
+fn lb(ns: &str, name: &str, annotations: serde_json::Value, lb_ip: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80}]});
+    if let Some(ip) = lb_ip {
+        spec["loadBalancerIP"] = json!(ip);
+    }
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": ns, "annotations": annotations}, "spec": spec})
+}
+
+fn cluster_pool(pool: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({});
+    if let Some(p) = pool {
+        spec["publicFipPool"] = json!(p);
+    }
+    json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ClusterConfig", "metadata": {"name": "default"}, "spec": spec})
+}
+
+fn fip(t: &Translator, ns: &str, name: &str) -> Option<std::net::IpAddr> {
+    service(t, ns, name).and_then(|s| s.floating_ips.first().copied())
+}
+
+fn fip_allocations(t: &Translator) -> Vec<(std::net::IpAddr, String)> {
+    t.allocations()
+        .into_iter()
+        .filter(|(_, _, owner)| owner.ends_with("floating-ip"))
+        .map(|(_, ip, owner)| (ip, owner))
+        .collect()
+}
+
+fn in_net(ip: Option<std::net::IpAddr>, net: &str) -> bool {
+    let net: ipnet::IpNet = net.parse().unwrap();
+    ip.is_some_and(|ip| net.contains(&ip))
+}
+
+#[test]
+fn fip_pool_scope_precedence() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, cluster_pool(Some(&fip_ref("ext3", "pool3"))));
+    up(
+        &mut t,
+        ns(
+            "a",
+            json!({"opencontrail.org/fip-pool": fip_ref("ext2", "pool2")}),
+        ),
+    );
+    up(&mut t, ns("b", json!({})));
+    // (namespace, service annotation, expected range, expected scope in the note)
+    let table = [
+        (
+            "a",
+            Some(fip_ref("ext", "pool")),
+            "203.0.113.0/24",
+            "on the Service",
+        ),
+        ("a", None, "198.51.100.0/24", "on Namespace a"),
+        ("b", None, "192.0.2.0/24", "ClusterConfig spec.publicFipPool"),
+        (
+            "b",
+            Some(fip_ref("ext", "pool")),
+            "203.0.113.0/24",
+            "on the Service",
+        ),
+    ];
+    for (i, (namespace, ann, _, _)) in table.iter().enumerate() {
+        let anns = match ann {
+            Some(r) => json!({"opencontrail.org/fip-pool": r}),
+            None => json!({}),
+        };
+        up(&mut t, lb(namespace, &format!("s{i}"), anns, None));
+    }
+    t.flush();
+    for (i, (namespace, _, range, scope)) in table.iter().enumerate() {
+        let s = service(&t, namespace, &format!("s{i}")).expect("service");
+        assert!(in_net(s.floating_ips.first().copied(), range), "s{i}: {s:?}");
+        let note = s.note.clone().unwrap_or_default();
+        assert!(note.contains(scope), "s{i}: {note}");
+        assert!(s.fip_network.is_some());
+        assert!(
+            t.pending_reason(&InputKey::namespaced(
+                InputKind::Service,
+                namespace,
+                &format!("s{i}")
+            ))
+            .is_none()
+        );
+    }
+    let s1 = service(&t, "a", "s1").expect("s1");
+    assert_eq!(s1.fip_pool.as_deref(), Some("public/pool2"));
+    assert_eq!(s1.fip_network.as_deref(), Some("default-domain:k8s-public:ext2"));
+    // The namespace annotation removed: s1 falls back to the cluster pool.
+    up(&mut t, ns("a", json!({})));
+    t.flush();
+    assert!(
+        in_net(fip(&t, "a", "s1"), "192.0.2.0/24"),
+        "{:?}",
+        service(&t, "a", "s1")
+    );
+    // No scope at all: no floating IP, a note saying how to get one, not an error state.
+    t.apply(InputChange::Delete(InputKey::cluster(
+        InputKind::ClusterConfig,
+        "default",
+    )))
+    .expect("ok");
+    t.flush();
+    let s2 = service(&t, "b", "s2").expect("s2");
+    assert!(s2.floating_ips.is_empty());
+    assert_eq!(s2.fip_pool, None);
+    assert_eq!(s2.note.as_deref(), Some(fips::NO_POOL_NOTE));
+    assert!(
+        s2.note
+            .as_deref()
+            .is_some_and(|n| n.contains("behaves as NodePort"))
+    );
+    assert!(
+        t.pending_reason(&InputKey::namespaced(InputKind::Service, "b", "s2"))
+            .is_none()
+    );
+    // Only the two services with a Service annotation keep an address.
+    assert_eq!(fip_allocations(&t).len(), 2, "{:?}", fip_allocations(&t));
+    // Annotating the namespace afterwards gives its pool-less service an address.
+    up(
+        &mut t,
+        ns(
+            "b",
+            json!({"opencontrail.org/fip-pool": fip_ref("ext2", "pool2")}),
+        ),
+    );
+    t.flush();
+    assert!(
+        in_net(fip(&t, "b", "s2"), "198.51.100.0/24"),
+        "{:?}",
+        service(&t, "b", "s2")
+    );
+    assert!(
+        in_net(fip(&t, "b", "s3"), "203.0.113.0/24"),
+        "the Service's own pool still wins"
+    );
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn fip_missing_pool_is_pending_until_it_appears() {
+    let mut t = Translator::new();
+    up(&mut t, ns("public", json!({})));
+    up(
+        &mut t,
+        lb(
+            "default",
+            "web",
+            json!({"opencontrail.org/fip-pool": fip_ref("ext", "pool")}),
+            None,
+        ),
+    );
+    t.flush();
+    let key = InputKey::namespaced(InputKind::Service, "default", "web");
+    let reason = t.pending_reason(&key).expect("pending").to_string();
+    assert!(reason.contains("default-domain:k8s-public:ext:pool"), "{reason}");
+    assert!(reason.contains("FloatingIpPool public/pool"), "{reason}");
+    let s = service(&t, "default", "web").expect("record exists, as NodePort");
+    assert!(s.floating_ips.is_empty());
+    assert!(s.ports[0].node_port.is_some());
+    // The pool appears, but its network does not exist yet.
+    up(&mut t, fip_pool_object("pool", "ext", json!([])));
+    t.flush();
+    let reason = t.pending_reason(&key).expect("pending").to_string();
+    assert!(reason.contains("VirtualNetwork public/ext"), "{reason}");
+    up(
+        &mut t,
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork",
+               "metadata": {"name": "ext", "namespace": "public"}, "spec": {"subnets": ["203.0.113.0/24"]}}),
+    );
+    t.flush();
+    assert!(t.pending_reason(&key).is_none());
+    assert_eq!(
+        fip(&t, "default", "web").map(|i| i.to_string()).as_deref(),
+        Some("203.0.113.252")
+    );
+    // A pool on another network than the reference names is no match.
+    up(&mut t, fip_pool_object("pool", "other", json!([])));
+    t.flush();
+    let reason = t.pending_reason(&key).expect("pending").to_string();
+    assert!(reason.contains("VirtualNetwork other, not ext"), "{reason}");
+    assert!(fip(&t, "default", "web").is_none());
+    assert!(fip_allocations(&t).is_empty());
+}
+
+#[test]
+fn fip_load_balancer_ip_inside_outside_and_taken() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, cluster_pool(Some(&fip_ref("ext", "pool"))));
+    t.flush();
+    up(&mut t, lb("default", "fixed", json!({}), Some("203.0.113.10")));
+    t.flush();
+    assert_eq!(
+        fip(&t, "default", "fixed").map(|i| i.to_string()).as_deref(),
+        Some("203.0.113.10")
+    );
+    // Outside the pool: refused, naming the field and the pool's range.
+    let err = t
+        .apply(InputChange::Upsert(obj(lb(
+            "default",
+            "out",
+            json!({}),
+            Some("198.51.100.7"),
+        ))))
+        .unwrap_err();
+    assert_eq!(err.field, "spec.loadBalancerIP");
+    let text = err.to_string();
+    assert!(
+        text.contains("203.0.113.0/24") && text.contains("public/pool"),
+        "{text}"
+    );
+    assert!(text.contains("198.51.100.7"), "{text}");
+    // Not an address at all.
+    let err = t
+        .apply(InputChange::Upsert(obj(lb(
+            "default",
+            "bad",
+            json!({}),
+            Some("nope"),
+        ))))
+        .unwrap_err();
+    assert_eq!(err.field, "spec.loadBalancerIP");
+    // Taken by another service: pending, naming the holder; freed later, it gets it.
+    up(&mut t, lb("default", "second", json!({}), Some("203.0.113.10")));
+    t.flush();
+    let key = InputKey::namespaced(InputKind::Service, "default", "second");
+    let reason = t.pending_reason(&key).expect("pending").to_string();
+    assert!(reason.contains("Service default/fixed"), "{reason}");
+    assert!(fip(&t, "default", "second").is_none());
+    t.apply(InputChange::Delete(InputKey::namespaced(
+        InputKind::Service,
+        "default",
+        "fixed",
+    )))
+    .expect("ok");
+    t.flush();
+    up(
+        &mut t,
+        lb("default", "second", json!({"touch": "1"}), Some("203.0.113.10")),
+    );
+    t.flush();
+    assert_eq!(
+        fip(&t, "default", "second").map(|i| i.to_string()).as_deref(),
+        Some("203.0.113.10")
+    );
+    assert!(t.pending_reason(&key).is_none());
+    // Changing loadBalancerIP moves the address and frees the old one.
+    up(&mut t, lb("default", "second", json!({}), Some("203.0.113.20")));
+    t.flush();
+    assert_eq!(
+        fip(&t, "default", "second").map(|i| i.to_string()).as_deref(),
+        Some("203.0.113.20")
+    );
+    assert_eq!(fip_allocations(&t).len(), 1);
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn fip_is_stable_across_retranslation_and_restore() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, cluster_pool(Some(&fip_ref("ext", "pool"))));
+    // A pod on the pool's network takes addresses from the same IPAM.
+    let on_ext = json!({"opencontrail.org/network": "{'domain': 'default-domain', 'project': 'k8s-public', 'name': 'ext'}"});
+    up(&mut t, pod("public", "p1", on_ext.clone()));
+    up(&mut t, lb("default", "web", json!({}), None));
+    t.flush();
+    let first = fip(&t, "default", "web").expect("fip");
+    let pod_ip = interface(&t, "public", "p1", "eth0").expect("p1").ip;
+    assert_ne!(first, pod_ip);
+    assert!(in_net(Some(first), "203.0.113.0/24"));
+    // Re-translation (service edited, everything recomputed) keeps the address.
+    up(&mut t, lb("default", "web", json!({"edited": "yes"}), None));
+    up(&mut t, pod("public", "p2", on_ext.clone()));
+    t.flush();
+    // A ClusterConfig edit (same pool, spelled differently) recomputes everything.
+    let spaced = fip_ref("ext", "pool").replace(',', ", ");
+    up(&mut t, cluster_pool(Some(&spaced)));
+    t.flush();
+    assert_eq!(fip(&t, "default", "web"), Some(first));
+    assert!(t.flush().is_empty(), "a second flush changes nothing");
+    // Restore from the store: same address, nothing to change, no collision afterwards.
+    let inputs: Vec<InputObject> = t.inputs().cloned().collect();
+    let derived: Vec<DerivedObject> = DerivedKind::ALL
+        .iter()
+        .flat_map(|k| t.derived(*k).cloned().collect::<Vec<_>>())
+        .collect();
+    let (mut r, notes) = Translator::restore(inputs, derived);
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(
+        fip_allocations(&r),
+        vec![(first, "Service default/web floating-ip".to_string())],
+        "restore re-reserves the floating IP for its service"
+    );
+    assert!(r.flush().is_empty(), "restore + resync must not change anything");
+    assert_eq!(fip(&r, "default", "web"), Some(first));
+    up(&mut r, lb("default", "other", json!({}), None));
+    up(&mut r, pod("public", "p3", on_ext));
+    r.flush();
+    let other = fip(&r, "default", "other").expect("other");
+    assert_ne!(other, first);
+    assert_no_duplicate_addresses(&r);
+}
+
+#[test]
+fn fip_is_freed_on_delete_type_change_and_pool_change() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    let on_pool = json!({"opencontrail.org/fip-pool": fip_ref("ext", "pool")});
+    up(&mut t, lb("default", "web", on_pool.clone(), None));
+    t.flush();
+    let first = fip(&t, "default", "web").expect("fip");
+    assert!(in_net(Some(first), "203.0.113.0/24"), "{first}");
+    // Pool change: an address from the new pool, the old one freed.
+    up(
+        &mut t,
+        lb(
+            "default",
+            "web",
+            json!({"opencontrail.org/fip-pool": fip_ref("ext2", "pool2")}),
+            None,
+        ),
+    );
+    t.flush();
+    let second = fip(&t, "default", "web").expect("fip");
+    assert!(in_net(Some(second), "198.51.100.0/24"), "{second}");
+    assert_eq!(
+        fip_allocations(&t),
+        vec![(second, "Service default/web floating-ip".to_string())]
+    );
+    assert_eq!(
+        service(&t, "default", "web").and_then(|s| s.fip_pool).as_deref(),
+        Some("public/pool2")
+    );
+    // Type change to NodePort: freed, record without floating IP or LoadBalancer note.
+    let mut np = lb("default", "web", on_pool.clone(), None);
+    np["spec"]["type"] = json!("NodePort");
+    up(&mut t, np);
+    t.flush();
+    let s = service(&t, "default", "web").expect("web");
+    assert!(s.floating_ips.is_empty() && s.fip_pool.is_none() && s.fip_network.is_none());
+    assert!(fip_allocations(&t).is_empty());
+    // Back to LoadBalancer, then deleted: freed again.
+    up(&mut t, lb("default", "web", on_pool, None));
+    t.flush();
+    assert!(fip(&t, "default", "web").is_some());
+    t.apply(InputChange::Delete(InputKey::namespaced(
+        InputKind::Service,
+        "default",
+        "web",
+    )))
+    .expect("ok");
+    t.flush();
+    assert!(fip_allocations(&t).is_empty());
+    // Its pool deleted: the address is released and the service waits.
+    up(
+        &mut t,
+        lb(
+            "default",
+            "w2",
+            json!({"opencontrail.org/fip-pool": fip_ref("ext", "pool")}),
+            None,
+        ),
+    );
+    t.flush();
+    assert!(fip(&t, "default", "w2").is_some());
+    t.apply(InputChange::Delete(InputKey::namespaced(
+        InputKind::FloatingIpPool,
+        "public",
+        "pool",
+    )))
+    .expect("ok");
+    t.flush();
+    assert!(fip(&t, "default", "w2").is_none());
+    assert!(fip_allocations(&t).is_empty());
+    assert!(
+        t.pending_reason(&InputKey::namespaced(InputKind::Service, "default", "w2"))
+            .is_some()
+    );
+}
+
+#[test]
+fn fip_pool_subnets_restrict_the_addresses() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, fip_pool_object("pool", "ext", json!(["203.0.113.0/29"])));
+    up(&mut t, cluster_pool(Some(&fip_ref("ext", "pool"))));
+    for i in 0..4 {
+        up(&mut t, lb("default", &format!("s{i}"), json!({}), None));
+    }
+    t.flush();
+    let got: Vec<String> = (0..4)
+        .filter_map(|i| fip(&t, "default", &format!("s{i}")).map(|ip| ip.to_string()))
+        .collect();
+    // 203.0.113.0 is the /24's network address (reserved): .7 down to .1, top first.
+    assert_eq!(
+        got,
+        vec!["203.0.113.7", "203.0.113.6", "203.0.113.5", "203.0.113.4"]
+    );
+    // A pool restricted outside its network's subnets is a pending reason.
+    up(&mut t, fip_pool_object("pool", "ext", json!(["10.250.0.0/29"])));
+    up(&mut t, lb("default", "late", json!({}), None));
+    t.flush();
+    let reason = t
+        .pending_reason(&InputKey::namespaced(InputKind::Service, "default", "late"))
+        .expect("pending")
+        .to_string();
+    assert!(reason.contains("spec.subnets[0] 10.250.0.0/29"), "{reason}");
+    assert_no_duplicate_addresses(&t);
 }
 
 proptest::proptest! {

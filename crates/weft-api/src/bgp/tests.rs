@@ -89,6 +89,9 @@ fn service(vip: &str, backends: &[(&str, &str, bool)]) -> ServiceRecord {
             .collect(),
         backends_from: "selector".into(),
         note: None,
+        floating_ips: vec![],
+        fip_pool: None,
+        fip_network: None,
     }
 }
 
@@ -155,6 +158,68 @@ fn pods_and_vips_are_exported_as_vpnv4_and_ipv4() {
     assert_eq!(plain.label, None);
     assert_eq!(plain.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 12)));
     assert!(plain.attrs.ext_communities.is_empty());
+}
+
+#[test]
+fn floating_ips_are_exported_in_the_pool_network_and_withdrawn_without_backends() {
+    const EXT: &str = "default-domain:k8s-public:ext";
+    let networks = vec![
+        network(POD, 5, &["target:64512:5"], &["target:64512:5"]),
+        network(SVC, 6, &["target:64512:6"], &["target:64512:6"]),
+        VirtualNetworkRecord {
+            kind: NetworkKind::Custom,
+            ..network(
+                EXT,
+                9,
+                &["target:64512:9"],
+                &["target:64512:9", "target:64512:777"],
+            )
+        },
+    ];
+    let nodes = vec![node("n1", "192.0.2.11"), node("n2", "192.0.2.12")];
+    let mut lb = service(
+        "10.96.0.20",
+        &[("10.47.255.252", "n1", false), ("10.47.255.251", "n2", true)],
+    );
+    lb.service_type = "LoadBalancer".into();
+    lb.floating_ips = vec!["203.0.113.252".parse().unwrap()];
+    lb.fip_pool = Some("public/pool".into());
+    lb.fip_network = Some(EXT.into());
+    let (exports, notes) = export_routes(RID, &networks, &[], std::slice::from_ref(&lb), &nodes);
+    assert!(notes.is_empty(), "{notes:?}");
+    let fip = &exports[&vpn_key(9, "203.0.113.252/32")];
+    assert_eq!(fip.label, Some(9), "label = the pool network's VNI");
+    assert_eq!(
+        fip.attrs.next_hop,
+        Some(Ipv4Addr::new(192, 0, 2, 12)),
+        "the node of the ready backend"
+    );
+    assert_eq!(
+        fip.attrs.route_targets(),
+        vec![
+            "target:64512:9".parse::<RouteTarget>().unwrap(),
+            "target:64512:777".parse().unwrap()
+        ]
+    );
+    assert_eq!(router_mac(&fip.attrs), Some(vtep_mac("n2")));
+    // Only in the pool's network, not in the service or pod networks.
+    assert!(!exports.contains_key(&vpn_key(6, "203.0.113.252/32")));
+    assert!(!exports.contains_key(&vpn_key(5, "203.0.113.252/32")));
+    let plain = &exports[&RouteKey::Ipv4("203.0.113.252/32".parse().unwrap())];
+    assert_eq!(plain.label, None);
+    assert_eq!(plain.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 12)));
+    // No ready backend: VIP and floating IP withdrawn.
+    for b in &mut lb.backends {
+        b.ready = false;
+    }
+    let (exports, _) = export_routes(RID, &networks, &[], &[lb], &nodes);
+    assert!(
+        !exports
+            .keys()
+            .any(|k| matches!(k, RouteKey::Ipv4(p) if p.to_string() == "203.0.113.252/32")),
+        "{exports:#?}"
+    );
+    assert!(!exports.contains_key(&vpn_key(9, "203.0.113.252/32")));
 }
 
 #[test]
