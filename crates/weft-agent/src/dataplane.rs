@@ -38,6 +38,9 @@
 //!                                              │          encap ip id VNI dst <peer underlay>
 //!                                              └─ unreachable default            (ICMP at once)
 //!  weft-vxlan ─ rule iif weft-vxlan tun_id VNI ─> table T  (decapsulated traffic)
+//!  fabric-SNAT pod ─ table T has no route (only the cluster ranges unreachable)
+//!             ─> main ─> underlay, SNAT to the node; replies: rule fwmark MARK_SNAT_REPLY
+//!             to <pod> ─> table T
 //!  another cluster's VIP traffic, DNATed to a local backend (VNI lost with the NAT)
 //!             ─ rule iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend> ─> its table
 //!  node's own packets (ICMP errors, probes) ─ rule to <pod ip> iif lo ─> table T
@@ -59,7 +62,9 @@ use weft_model::node::{
 };
 
 use crate::attachment::Attachments;
-use crate::nft::{MARK_FROM_TUNNEL, MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, has_outside_services};
+use crate::nft::{
+    MARK_FROM_TUNNEL, MARK_REPLY, MARK_RULE_PREF, MARK_SNAT_REPLY, MARK_TO_BACKEND, has_outside_services,
+};
 
 /// The main routing table (`lookup main`): where replies of connections from outside
 /// the pod networks are routed (see [`crate::nft`]).
@@ -486,23 +491,37 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
             src: None,
             fwmark: None,
         });
-        insert_route(
-            &mut out,
-            &mut warnings,
-            RouteSpec {
-                key: RouteKey {
-                    table: network.table,
-                    dst: IpNet::V4(Default::default()),
-                    metric: 0,
+        // Fabric SNAT: only the cluster's own ranges fail fast; a lookup for anything
+        // else finds no route here and goes on to `main` (the underlay), where the
+        // agent's nftables table source-NATs it to the node's address.
+        let unreachable: Vec<IpNet> = match &network.fabric_snat {
+            None => vec![IpNet::V4(Default::default())],
+            Some(snat) => snat
+                .cluster_subnets
+                .iter()
+                .filter(|n| n.addr().is_ipv4())
+                .copied()
+                .collect(),
+        };
+        for dst in unreachable {
+            insert_route(
+                &mut out,
+                &mut warnings,
+                RouteSpec {
+                    key: RouteKey {
+                        table: network.table,
+                        dst,
+                        metric: 0,
+                    },
+                    kind: RouteKind::Unreachable,
+                    scope: Scope::Universe,
+                    dev: None,
+                    via: None,
+                    onlink: false,
+                    encap: None,
                 },
-                kind: RouteKind::Unreachable,
-                scope: Scope::Universe,
-                dev: None,
-                via: None,
-                onlink: false,
-                encap: None,
-            },
-        );
+            );
+        }
     }
 
     // Local interfaces: traffic from the veth enters the table; the pod's /32 in it.
@@ -551,6 +570,23 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                         .any(|b| b.ip == iface.ip && b.node.as_deref() == Some(state.node.as_str()))
                 })
         });
+        // Replies to a fabric-SNAT connection come in from the underlay and are
+        // un-NATed to the pod's address: the pod's table routes them to its veth.
+        let snat_here = state
+            .networks
+            .iter()
+            .any(|n| n.table == iface.table && n.fabric_snat.is_some());
+        if snat_here {
+            out.rules.insert(RuleSpec {
+                priority: RULE_PREF,
+                table: iface.table,
+                iif: None,
+                tun_id: None,
+                dst: Some(IpNet::from(IpAddr::V4(ip))),
+                src: None,
+                fwmark: Some(MARK_SNAT_REPLY),
+            });
+        }
         if backend_here {
             out.rules.insert(RuleSpec {
                 priority: RULE_PREF,

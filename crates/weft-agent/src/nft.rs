@@ -99,7 +99,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use nftables::expr::{
     BinaryOperation, CT, Expression, Fib, FibFlag, FibResult, JHash, Map, Meta, MetaKey, NamedExpression,
-    NgMode, Numgen, Payload, PayloadField, SetItem, Verdict,
+    NgMode, Numgen, Payload, PayloadField, Range, SetItem, Verdict,
 };
 use nftables::helper::NftablesError;
 use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
@@ -109,7 +109,8 @@ use nftables::stmt::{
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook, RejectCode};
 use weft_model::node::{
     AdminRule, AdminVerdict, L4Protocol, NodeBackend, NodeService, NodeServicePort, NodeState, PolicyRule,
-    SessionAffinity, VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT, node_service_address,
+    SNAT_TCP_PORTS, SNAT_UDP_PORTS, SessionAffinity, VN_TABLE_BASE, VXLAN_DEVICE, VXLAN_PORT,
+    node_service_address,
 };
 
 use crate::attachment::Attachments;
@@ -139,6 +140,11 @@ pub const TUNNEL_CT_MARK: u32 = 0x0200_0000;
 /// rule cannot match any more; `iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend>`
 /// rules ([`crate::dataplane`]) route it by the backend's table instead.
 pub const MARK_FROM_TUNNEL: u32 = 0x0100_0003;
+
+/// Packet mark of replies to fabric-SNAT connections (un-NATed to a pod's address as
+/// they come in from the underlay): `fwmark MARK_SNAT_REPLY to <pod>` rules route them
+/// by the pod's table.
+pub const MARK_SNAT_REPLY: u32 = 0x0100_0004;
 
 /// Preference of the two `fwmark` policy rules (before the pods' rules at
 /// [`crate::dataplane::RULE_PREF`]).
@@ -533,10 +539,27 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
             }
         }
     }
+    // Fabric SNAT: the attached pods of SNAT networks (IPv4).
+    let snat_tables: BTreeSet<u32> = state
+        .networks
+        .iter()
+        .filter(|n| n.fabric_snat.is_some())
+        .map(|n| n.table)
+        .collect();
+    let snat_sources: Vec<Ipv4Addr> = state
+        .interfaces
+        .iter()
+        .filter(|i| snat_tables.contains(&i.table) && attachments.get(&i.key()).is_some())
+        .filter_map(|i| match i.ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
     if state.services.is_empty()
         && reply_only.is_empty()
         && service_only.is_empty()
         && state.policies.is_empty()
+        && snat_sources.is_empty()
     {
         return (None, warnings);
     }
@@ -942,6 +965,63 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                 })),
             ],
         );
+    }
+
+    // Fabric SNAT (TF's distributed SNAT): new connections of these pods that leave
+    // through the underlay (anything but weft's own devices) take the node's address and
+    // a port from TF's pools; replies, un-NATed back to the pod's address before the
+    // route lookup, get the mark whose rules route them by the pod's table.
+    if !snat_sources.is_empty() {
+        match state.underlay_ip {
+            Some(IpAddr::V4(node_ip)) => {
+                let sources = || {
+                    set(snat_sources
+                        .iter()
+                        .map(|ip| SetItem::Element(addr_expr(*ip)))
+                        .collect())
+                };
+                let not_weft = |key: MetaKey| matches(meta(key), Operator::NEQ, string("weft*".to_string()));
+                let pools = [
+                    (Some("tcp"), Some(SNAT_TCP_PORTS)),
+                    (Some("udp"), Some(SNAT_UDP_PORTS)),
+                    (None, None),
+                ];
+                for (proto, ports) in pools {
+                    let mut rule = vec![eq(payload("ip", "saddr"), sources()), not_weft(MetaKey::Oifname)];
+                    if let Some(proto) = proto {
+                        rule.push(eq(meta(MetaKey::L4proto), string(proto)));
+                    }
+                    rule.push(Statement::SNAT(Some(NAT {
+                        addr: Some(addr_expr(node_ip)),
+                        family: Some(NATFamily::IP),
+                        port: ports.map(|(lo, hi)| {
+                            Expression::Range(Box::new(Range {
+                                range: [number(u32::from(lo)), number(u32::from(hi))],
+                            }))
+                        }),
+                        flags: None,
+                    })));
+                    b.rule("nat-postrouting", rule);
+                }
+                b.rule(
+                    "filter-prerouting",
+                    vec![
+                        eq(ct("direction"), string("reply")),
+                        matches(ct("status"), Operator::IN, string("snat")),
+                        not_weft(MetaKey::Iifname),
+                        eq(payload("ip", "daddr"), sources()),
+                        Statement::Mangle(Mangle {
+                            key: meta(MetaKey::Mark),
+                            value: number(MARK_SNAT_REPLY),
+                        }),
+                    ],
+                );
+            }
+            _ => b.warnings.push(format!(
+                "node {} has no IPv4 underlay address: fabric SNAT is off for its pods",
+                state.node
+            )),
+        }
     }
 
     // Reply-only routes: no new connection from the table's pods towards them.

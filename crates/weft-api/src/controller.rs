@@ -87,6 +87,12 @@ pub(crate) struct RoutingInputs {
     pub(crate) nodes: Vec<Node>,
     /// Pods, namespaces and NetworkPolicies, for the policy compiler.
     policy_set: weft_policy::PolicySet,
+    /// Pod networks with fabric SNAT (TF: the VN's `fabric_snat`, set from the
+    /// `opencontrail.org/ip_fabric_snat` annotation of the namespace that owns the
+    /// network, else the cluster default; ignored with ip-fabric forwarding).
+    snat_networks: std::collections::BTreeSet<String>,
+    /// The cluster's own ranges, which fabric-SNAT pods reach through the overlay.
+    cluster_subnets: Vec<ipnet::IpNet>,
 }
 
 /// The controller: translator + store.
@@ -639,6 +645,13 @@ impl Controller {
         );
         state.policies =
             weft_routing::policy::compile_node_policies(node, &inputs.policy_set, &inputs.interfaces);
+        for network in &mut state.networks {
+            if inputs.snat_networks.contains(&network.fq_name) {
+                network.fabric_snat = Some(weft_model::node::FabricSnat {
+                    cluster_subnets: inputs.cluster_subnets.clone(),
+                });
+            }
+        }
         let imported = self.with_bgp(|b| b.imported.clone());
         if !imported.is_empty() {
             weft_routing::add_imported_routes(&mut state, &imported);
@@ -709,6 +722,35 @@ impl Controller {
                 _ => None,
             })
             .collect();
+        let snat_by_namespace: BTreeMap<String, bool> = t
+            .derived(DerivedKind::Project)
+            .filter_map(|d| match d {
+                DerivedObject::Project(p) => Some((p.namespace.clone(), p.ip_fabric_snat)),
+                _ => None,
+            })
+            .collect();
+        let cfg = t.config();
+        let snat_networks = networks
+            .iter()
+            .filter(|n| n.kind == weft_model::NetworkKind::Pod && !n.ip_fabric_forwarding)
+            .filter(|n| {
+                snat_by_namespace
+                    .get(&n.namespace)
+                    .copied()
+                    .unwrap_or(cfg.ip_fabric_snat)
+            })
+            .map(|n| n.fq_name.clone())
+            .collect();
+        let mut cluster_subnets: Vec<ipnet::IpNet> = cfg
+            .pod_subnets
+            .iter()
+            .chain(&cfg.service_subnets)
+            .chain(&cfg.ip_fabric_subnets)
+            .copied()
+            .chain(networks.iter().flat_map(|n| n.subnets.iter().copied()))
+            .collect();
+        cluster_subnets.sort();
+        cluster_subnets.dedup();
         let (mut pods, mut namespaces, mut policies) = (Vec::new(), Vec::new(), Vec::new());
         let (mut admin, mut baseline) = (Vec::new(), Vec::new());
         for o in t.inputs() {
@@ -737,6 +779,8 @@ impl Controller {
             services,
             nodes,
             policy_set,
+            snat_networks,
+            cluster_subnets,
         });
         if let Ok(mut slot) = self.routing.lock()
             && slot.as_ref().is_none_or(|old| old.revision <= revision)

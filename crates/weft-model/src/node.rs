@@ -305,7 +305,26 @@ pub struct NodeNetwork {
     pub gateway: Option<IpAddr>,
     /// Routes of this table: own endpoints plus those leaked from connected networks.
     pub routes: Vec<NodeRoute>,
+    /// Fabric SNAT (`opencontrail.org/ip_fabric_snat`, TF's distributed SNAT): pods of
+    /// this network reach destinations outside the cluster through the node's underlay,
+    /// source-NATed to the node's address with TF's port pools. `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric_snat: Option<FabricSnat>,
 }
+
+/// How a network's pods reach the outside with fabric SNAT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricSnat {
+    /// The cluster's own ranges (pod, service, ip-fabric and virtual-network subnets):
+    /// destinations there stay in the overlay (and fail fast when the table has no
+    /// route); everything else leaves through the underlay with SNAT.
+    pub cluster_subnets: Vec<IpNet>,
+}
+
+/// TF's port pool for fabric SNAT of TCP (`port_translation_pools`), per node address.
+pub const SNAT_TCP_PORTS: (u16, u16) = (56000, 57023);
+/// TF's port pool for fabric SNAT of UDP.
+pub const SNAT_UDP_PORTS: (u16, u16) = (57024, 58047);
 
 /// One route in a network's table.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -450,7 +469,8 @@ pub struct NodeService {
     pub namespace: String,
     /// Service name.
     pub name: String,
-    /// `ClusterIP`, `NodePort` or `LoadBalancer` (which behaves as NodePort).
+    /// `ClusterIP`, `NodePort` or `LoadBalancer` (NodePort plus its floating IPs, which
+    /// are in `external_ips`).
     pub service_type: String,
     /// The VIP (ClusterIP), if the service has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -464,7 +484,8 @@ pub struct NodeService {
     /// Backend choice.
     #[serde(default)]
     pub affinity: SessionAffinity,
-    /// External IPs, handled like the VIP for any sender.
+    /// External IPs from the spec and a LoadBalancer's floating IPs, handled like the
+    /// VIP for any sender.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_ips: Vec<IpAddr>,
     /// Ports with their ready backends.

@@ -225,6 +225,7 @@ pub fn compile_node_state_with_services(
             table: vn_table(network.vni),
             gateway: network.gateway,
             routes: routes.into_values().collect(),
+            fabric_snat: None,
         });
     }
     tables.sort_by(|a, b| (a.vni, &a.fq_name).cmp(&(b.vni, &b.fq_name)));

@@ -145,6 +145,7 @@ fn state() -> NodeState {
                         false,
                     ),
                 ],
+                fabric_snat: None,
             },
             NodeNetwork {
                 fq_name: "net3".into(),
@@ -159,6 +160,7 @@ fn state() -> NodeState {
                     "net3",
                     false,
                 )],
+                fabric_snat: None,
             },
         ],
         interfaces: vec![
