@@ -47,6 +47,7 @@ fn state() -> NodeState {
             gateway: Some("10.47.255.254".parse().unwrap()),
             mac: MacAddr([2, 0, 0, 0, 0, 0x0a]),
             primary: true,
+            floating_ips: Vec::new(),
         }],
         services: vec![],
         service_routes: vec![],

@@ -166,6 +166,7 @@ fn pod_iface(pod: &str, vni: u32, ip: &str) -> LocalInterface {
         gateway: Some(addr("10.47.255.254")),
         mac: MacAddr::derived_from(&format!("default/{pod}/eth0")),
         primary: true,
+        floating_ips: Vec::new(),
     }
 }
 

@@ -100,6 +100,7 @@ fn state(backends: &[&str]) -> NodeState {
             gateway: Some(ip("10.47.255.254")),
             mac: MacAddr::derived_from("a"),
             primary: true,
+            floating_ips: Vec::new(),
         }],
         services: vec![NodeService {
             namespace: "default".into(),

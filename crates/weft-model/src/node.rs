@@ -408,6 +408,10 @@ pub struct LocalInterface {
     pub mac: MacAddr,
     /// Carries the default route.
     pub primary: bool,
+    /// Floating IPs bound to this interface (`FloatingIp` objects naming the pod): 1:1
+    /// NAT between each and [`LocalInterface::ip`] on this node, both directions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floating_ips: Vec<IpAddr>,
 }
 
 impl LocalInterface {

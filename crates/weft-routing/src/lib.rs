@@ -167,6 +167,7 @@ pub fn compile_node_state_with_services(
                 gateway: i.gateway,
                 mac: i.mac,
                 primary: i.primary,
+                floating_ips: Vec::new(),
             });
         }
     }

@@ -37,6 +37,7 @@ fn iface(pod: &str, if_name: &str, primary: bool) -> LocalInterface {
         gateway: Some("10.47.255.254".parse().unwrap()),
         mac: MacAddr([2, 0, 0, 0, 0, 1]),
         primary,
+        floating_ips: Vec::new(),
     }
 }
 

@@ -31,6 +31,7 @@ fn iface(ns: &str, pod: &str, vni: u32, addr: &str) -> LocalInterface {
         gateway: Some(ip("10.47.255.254")),
         mac: MacAddr::derived_from(pod),
         primary: true,
+        floating_ips: Vec::new(),
     }
 }
 
