@@ -28,7 +28,10 @@
 //! A LoadBalancer's floating IPs are exported the same way in the floating-IP pool's
 //! network (its RD, VNI and export targets; reference §5.1), next hop again the node of
 //! the first ready backend, whose agent DNATs them like external IPs; without a ready
-//! backend they are withdrawn. Each route also carries a router-MAC extended
+//! backend they are withdrawn. A pod's floating IP (a `FloatingIp` object, see
+//! [`FloatingIpRecord`]) is exported in its pool's network too while it is bound, next
+//! hop the node of the pod it is bound to (whose agent does the 1:1 NAT); unbound (no
+//! pod, not scheduled) it is withdrawn. Each route also carries a router-MAC extended
 //! community (type 0x06, subtype 0x03, RFC 9135) with the MAC of that node's VXLAN
 //! device, the inner destination MAC the node accepts; without it a remote VTEP could
 //! not be programmed. The same prefixes go out as IPv4 unicast (no label) for peers
@@ -66,7 +69,8 @@ use weft_model::bgp::{
 use weft_model::config::EffectiveConfig;
 use weft_model::node::vtep_mac;
 use weft_model::{
-    InputKind, InputObject, InterfaceAttachment, MacAddr, ServiceRecord, VirtualNetworkRecord, Vni,
+    FloatingIpRecord, InputKind, InputObject, InterfaceAttachment, MacAddr, ServiceRecord,
+    VirtualNetworkRecord, Vni,
 };
 
 use crate::controller::{Controller, RoutingInputs};
@@ -137,12 +141,14 @@ pub struct Export {
 }
 
 /// Everything the controller should originate (see the module docs), keyed by RIB
-/// destination, plus notes on what could not be exported. Pure.
+/// destination, plus notes on what could not be exported. `floating_ips` are the pod
+/// floating IPs (only bound ones are exported). Pure.
 pub fn export_routes(
     router_id: Ipv4Addr,
     networks: &[VirtualNetworkRecord],
     interfaces: &[InterfaceAttachment],
     services: &[ServiceRecord],
+    floating_ips: &[FloatingIpRecord],
     nodes: &[Node],
 ) -> (BTreeMap<RouteKey, Export>, Vec<String>) {
     let mut notes = BTreeSet::new();
@@ -255,6 +261,26 @@ pub fn export_routes(
                     s.namespace,
                     s.name,
                     s.fip_network.as_deref().unwrap_or("(none)")
+                ));
+            }
+        }
+    }
+    // Pod floating IPs (reference §5.1): while bound, in the pool's network with next
+    // hop the node of the pod, which NATs them 1:1 to the pod's address.
+    let mut floating_ips: Vec<&FloatingIpRecord> = floating_ips.iter().collect();
+    floating_ips.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for f in floating_ips {
+        let Some((ip, _, node)) = f.binding() else {
+            continue;
+        };
+        match f.network.as_deref().and_then(|fq| by_name.get(fq)) {
+            Some(network) => add(network, ip, node, &mut notes),
+            None => {
+                notes.insert(format!(
+                    "FloatingIp {}/{}: floating-IP network {} is unknown; {ip} is not exported",
+                    f.namespace,
+                    f.name,
+                    f.network.as_deref().unwrap_or("(none)")
                 ));
             }
         }
@@ -861,6 +887,7 @@ impl Runtime {
                     &inputs.networks,
                     &inputs.interfaces,
                     &inputs.services,
+                    &inputs.floating_ips,
                     &inputs.nodes,
                 );
                 let gone: Vec<RouteKey> = self

@@ -84,10 +84,12 @@ pub(crate) struct RoutingInputs {
     pub(crate) networks: Vec<VirtualNetworkRecord>,
     pub(crate) interfaces: Vec<InterfaceAttachment>,
     pub(crate) services: Vec<ServiceRecord>,
+    /// Pod floating IPs (bound ones go into the node states and BGP).
+    pub(crate) floating_ips: Vec<weft_model::FloatingIpRecord>,
     pub(crate) nodes: Vec<Node>,
     /// Pods, namespaces and NetworkPolicies, for the policy compiler.
     policy_set: weft_policy::PolicySet,
-    /// Pod networks with fabric SNAT (TF: the VN's `fabric_snat`, set from the
+    /// Pod networks with fabric SNAT (TF: the VN's `outside`, set from the
     /// `opencontrail.org/ip_fabric_snat` annotation of the namespace that owns the
     /// network, else the cluster default; ignored with ip-fabric forwarding).
     snat_networks: std::collections::BTreeSet<String>,
@@ -643,12 +645,19 @@ impl Controller {
             &inputs.services,
             &inputs.nodes,
         );
+        weft_routing::add_floating_ips(&mut state, &inputs.floating_ips);
         state.policies =
             weft_routing::policy::compile_node_policies(node, &inputs.policy_set, &inputs.interfaces);
         for network in &mut state.networks {
-            if inputs.snat_networks.contains(&network.fq_name) {
-                network.fabric_snat = Some(weft_model::node::FabricSnat {
+            let fabric_snat = inputs.snat_networks.contains(&network.fq_name);
+            let floating = state
+                .interfaces
+                .iter()
+                .any(|i| i.network == network.fq_name && !i.floating_ips.is_empty());
+            if fabric_snat || floating {
+                network.outside = Some(weft_model::node::Outside {
                     cluster_subnets: inputs.cluster_subnets.clone(),
+                    fabric_snat,
                 });
             }
         }
@@ -709,6 +718,13 @@ impl Controller {
                 interfaces.push(i.clone());
             }
         }
+        let floating_ips = t
+            .derived(DerivedKind::FloatingIp)
+            .filter_map(|d| match d {
+                DerivedObject::FloatingIp(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
         let mut services = Vec::new();
         for d in t.derived(DerivedKind::Service) {
             if let DerivedObject::Service(s) = d {
@@ -777,6 +793,7 @@ impl Controller {
             networks,
             interfaces,
             services,
+            floating_ips,
             nodes,
             policy_set,
             snat_networks,

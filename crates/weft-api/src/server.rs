@@ -8,7 +8,7 @@
 //! | GET | `/v1/status` | [`ControllerStatus`](crate::types::ControllerStatus) |
 //! | GET | `/v1/consistency` | [`ConsistencyReport`](crate::types::ConsistencyReport) |
 //! | GET | `/v1/config` | the cluster settings in force |
-//! | GET | `/v1/derived/{plural}?namespace=` | projects, networks, interfaces, services, policies, statuses |
+//! | GET | `/v1/derived/{plural}?namespace=` | projects, networks, interfaces, services, floatingips, policies, statuses |
 //! | GET | `/v1/inputs/{plural}?namespace=` | pods, namespaces, nodes, virtualnetworks … as manifests |
 //! | GET | `/v1/nodes/{node}/state` | the node's [`NodeState`] |
 //! | GET | `/v1/nodes/{node}/watch?after=REV` | NDJSON stream of [`NodeWatchLine`]s (agents) |

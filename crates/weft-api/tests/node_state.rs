@@ -96,14 +96,25 @@ async fn expected_state(c: &Controller, node: &str) -> NodeState {
         .into_iter()
         .map(|v| serde_json::from_value(v).expect("node"))
         .collect();
-    weft_routing::compile_node_state_with_services(
+    let floating_ips: Vec<_> = c
+        .derived(DerivedKind::FloatingIp, None)
+        .await
+        .into_iter()
+        .filter_map(|d| match d {
+            DerivedObject::FloatingIp(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let mut state = weft_routing::compile_node_state_with_services(
         node,
         c.revision(),
         &networks,
         &interfaces,
         &services,
         &nodes,
-    )
+    );
+    weft_routing::add_floating_ips(&mut state, &floating_ips);
+    state
 }
 
 async fn next_state<S>(stream: &mut S) -> NodeState
@@ -185,6 +196,51 @@ async fn state_over_tcp_and_unix_equals_the_compiler_output() {
         "{:?}",
         ghost.warnings
     );
+}
+
+/// A FloatingIp bound to a pod shows on that pod's local interface in its node's
+/// state, and moves with the pod.
+#[tokio::test]
+async fn pod_floating_ip_is_on_the_local_interface_of_its_node() {
+    let c = controller().await;
+    apply(
+        &c,
+        vec![
+            node("node-1", "192.0.2.11"),
+            node("node-2", "192.0.2.12"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "public"}}),
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork",
+                   "metadata": {"name": "ext", "namespace": "public"},
+                   "spec": {"subnets": ["203.0.113.0/24"]}}),
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIpPool",
+                   "metadata": {"name": "pool", "namespace": "public"}, "spec": {"network": "ext"}}),
+            pod("default", "web", "node-1"),
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp",
+                   "metadata": {"name": "web-fip", "namespace": "default"},
+                   "spec": {"pool": "public/pool", "pod": "web", "address": "203.0.113.7"}}),
+        ],
+    )
+    .await;
+    let fips_on = |s: &NodeState| -> Vec<String> {
+        s.interfaces
+            .iter()
+            .filter(|l| l.pod == "web")
+            .flat_map(|l| l.floating_ips.iter().map(|ip| ip.to_string()))
+            .collect()
+    };
+    let one = c.node_state("node-1").await;
+    assert_eq!(fips_on(&one), ["203.0.113.7"], "{one:#?}");
+    assert_eq!(one.interfaces, expected_state(&c, "node-1").await.interfaces);
+    // The pod re-created on node-2: the floating IP follows it.
+    c.apply(
+        ApplyRequest::from_objects("test", vec![pod("default", "web", "node-1")]),
+        true,
+    )
+    .await
+    .expect("delete");
+    apply(&c, vec![pod("default", "web", "node-2")]).await;
+    assert!(fips_on(&c.node_state("node-1").await).is_empty());
+    assert_eq!(fips_on(&c.node_state("node-2").await), ["203.0.113.7"]);
 }
 
 #[tokio::test]

@@ -51,8 +51,8 @@ enum Command {
     Apply(output::ApplyArgs),
     /// Delete the objects named in manifests.
     Delete(output::ApplyArgs),
-    /// List objects: projects, networks, interfaces, services, policies, pods, namespaces,
-    /// nodes, virtualnetworks, clusterconfig, pending …
+    /// List objects: projects, networks, interfaces, services, floatingips, policies, pods,
+    /// namespaces, nodes, virtualnetworks, clusterconfig, pending …
     Get(output::GetArgs),
     /// Show one object in detail.
     Describe(output::DescribeArgs),

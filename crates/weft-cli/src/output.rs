@@ -151,6 +151,7 @@ fn resolve_kind(kind: &str) -> Option<(&'static str, &'static str)> {
         "network" | "networks" | "net" | "vn" | "vns" => ("derived", "networks"),
         "interface" | "interfaces" | "if" | "vmi" | "vmis" => ("derived", "interfaces"),
         "service" | "services" | "svc" => ("derived", "services"),
+        "floatingip" | "floatingips" | "fip" | "fips" => ("derived", "floatingips"),
         "policy" | "policies" | "networkpolicy" | "networkpolicies" | "netpol" | "firewallpolicies" => {
             ("derived", "policies")
         }
@@ -174,7 +175,7 @@ fn resolve_kind(kind: &str) -> Option<(&'static str, &'static str)> {
 }
 
 fn kinds_help() -> &'static str {
-    "projects, networks, interfaces, services, policies, pending, pods, namespaces, nodes, virtualnetworks, floatingippools, networkattachmentdefinitions, endpointslices, adminnetworkpolicies, baselineadminnetworkpolicies, clusterconfig"
+    "projects, networks, interfaces, services, floatingips, policies, pending, pods, namespaces, nodes, virtualnetworks, floatingippools, networkattachmentdefinitions, endpointslices, adminnetworkpolicies, baselineadminnetworkpolicies, clusterconfig"
 }
 
 fn join<T: ToString>(items: &[T]) -> String {
@@ -199,6 +200,29 @@ fn external_ip_column(s: &weft_model::ServiceRecord) -> String {
     } else {
         shown.join(",")
     }
+}
+
+/// One row of `weft get floatingips` after NAMESPACE: NAME, IP (`<pending>` without
+/// an address), POOL, POD (`pod/interface` when not `eth0`), NODE (`-` unbound), NOTE.
+fn floating_ip_row(f: &weft_model::FloatingIpRecord) -> Vec<String> {
+    let pod = if f.interface == weft_model::resources::DEFAULT_FIP_INTERFACE {
+        f.pod.clone()
+    } else {
+        format!("{}/{}", f.pod, f.interface)
+    };
+    let node = match f.binding() {
+        Some((_, _, node)) => node.to_string(),
+        None => "-".into(),
+    };
+    vec![
+        f.name.clone(),
+        f.ip.map(|ip| ip.to_string())
+            .unwrap_or_else(|| "<pending>".into()),
+        f.pool.clone(),
+        pod,
+        node,
+        f.note.clone().unwrap_or_default(),
+    ]
 }
 
 fn derived_table(objects: &[DerivedObject]) -> Table {
@@ -316,6 +340,16 @@ fn derived_table(objects: &[DerivedObject]) -> Table {
                         format!("{ready}/{} {}", s.backends.len(), backends.join(",")),
                         s.note.clone().unwrap_or_default(),
                     ]);
+                }
+            }
+        }
+        DerivedObject::FloatingIp(_) => {
+            t = table(&["NAMESPACE", "NAME", "IP", "POOL", "POD", "NODE", "NOTE"]);
+            for o in objects {
+                if let DerivedObject::FloatingIp(f) = o {
+                    let mut row = vec![f.namespace.clone()];
+                    row.extend(floating_ip_row(f));
+                    t.add_row(row);
                 }
             }
         }
@@ -591,6 +625,48 @@ mod tests {
             fip_pool: None,
             fip_network: None,
         }
+    }
+
+    #[test]
+    fn floating_ip_rows_show_binding_pending_and_interface() {
+        let mut f = weft_model::FloatingIpRecord {
+            namespace: "default".into(),
+            name: "web-fip".into(),
+            ip: Some("203.0.113.7".parse().expect("ip")),
+            pool: "public/pool".into(),
+            network: Some("default-domain:k8s-public:ext".into()),
+            pod: "web".into(),
+            interface: "eth0".into(),
+            fixed_ip: Some("10.47.255.252".parse().expect("ip")),
+            node: Some("node-1".into()),
+            note: None,
+        };
+        assert_eq!(
+            floating_ip_row(&f),
+            ["web-fip", "203.0.113.7", "public/pool", "web", "node-1", ""]
+        );
+        f.fixed_ip = None;
+        f.node = None;
+        f.interface = "net1".into();
+        f.note = Some("not bound: Pod default/web does not exist".into());
+        assert_eq!(
+            floating_ip_row(&f),
+            [
+                "web-fip",
+                "203.0.113.7",
+                "public/pool",
+                "web/net1",
+                "-",
+                "not bound: Pod default/web does not exist"
+            ]
+        );
+        f.ip = None;
+        assert_eq!(floating_ip_row(&f)[1], "<pending>");
+        assert_eq!(resolve_kind("fip"), Some(("derived", "floatingips")));
+        assert_eq!(
+            weft_model::DerivedKind::from_plural("floatingips"),
+            Some(weft_model::DerivedKind::FloatingIp)
+        );
     }
 
     #[test]

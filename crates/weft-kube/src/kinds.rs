@@ -22,6 +22,7 @@ pub fn api_resource(kind: InputKind) -> ApiResource {
         InputKind::ClusterConfig
         | InputKind::VirtualNetwork
         | InputKind::FloatingIpPool
+        | InputKind::FloatingIp
         | InputKind::BgpPeer
         | InputKind::NetworkAttachmentDefinition
         | InputKind::AdminNetworkPolicy
@@ -42,6 +43,7 @@ pub fn is_custom(kind: InputKind) -> bool {
         InputKind::ClusterConfig
             | InputKind::VirtualNetwork
             | InputKind::FloatingIpPool
+            | InputKind::FloatingIp
             | InputKind::BgpPeer
             | InputKind::NetworkAttachmentDefinition
             | InputKind::AdminNetworkPolicy

@@ -16,7 +16,7 @@
 //! | EndpointSlice | `/apis/discovery.k8s.io/v1/endpointslices` |
 //! | NetworkPolicy | `/apis/networking.k8s.io/v1/networkpolicies` |
 //! | NetworkAttachmentDefinition | `/apis/k8s.cni.cncf.io/v1/networkattachmentdefinitions` |
-//! | ClusterConfig, VirtualNetwork, FloatingIpPool | `/apis/weft.dev/v1alpha1/{plural}` |
+//! | ClusterConfig, VirtualNetwork, FloatingIpPool, FloatingIp | `/apis/weft.dev/v1alpha1/{plural}` |
 //! | AdminNetworkPolicy, BaselineAdminNetworkPolicy (sig-network CRDs, optional) | `/apis/policy.networking.k8s.io/v1alpha1/{plural}` |
 //!
 //! Guarantees the consumer can rely on:

@@ -191,6 +191,55 @@ pub struct ServiceRecord {
     pub fip_network: Option<String>,
 }
 
+/// A `FloatingIp` object as translated (TF floating-ip with its VMI reference): the
+/// address allocated from the pool network's IPAM, and the pod interface it is bound
+/// to right now. The address stays allocated while the object exists, whether or not
+/// its pod does; the binding follows the pod (deleted and re-created, possibly on
+/// another node, it binds to the new pod's interface). A bound floating IP is 1:1 NAT
+/// on the pod's node and exported over BGP in the pool network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpRecord {
+    /// Namespace of the FloatingIp (and of the pod).
+    pub namespace: String,
+    /// Name of the FloatingIp.
+    pub name: String,
+    /// The floating IP, once allocated (`None` while the pool or an address is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// The FloatingIpPool, as `namespace/name`.
+    pub pool: String,
+    /// FQ name of the pool's network: its IPAM holds the address and the address is
+    /// exported in it. `None` while the pool is not resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Name of the pod it binds to (same namespace).
+    pub pod: String,
+    /// The pod's interface it binds to (`eth0` by default).
+    pub interface: String,
+    /// Address of the bound interface (TF `floating_ip_fixed_ip_address`), when bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_ip: Option<IpAddr>,
+    /// Node of the bound pod, when bound: where the NAT happens and the BGP next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Why it is not bound, or why it has no address; `None` when bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl FloatingIpRecord {
+    /// The floating IP, the pod address and the node when it is bound to a scheduled
+    /// pod interface; `None` otherwise (nothing to NAT or export).
+    pub fn binding(&self) -> Option<(IpAddr, IpAddr, &str)> {
+        Some((self.ip?, self.fixed_ip?, self.node.as_deref()?))
+    }
+
+    /// `namespace/pod/interface` of the interface it names (the [`InterfaceAttachment`] key).
+    pub fn interface_key(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.pod, self.interface)
+    }
+}
+
 /// A NetworkPolicy as a TF firewall policy with its sequence in the cluster policy set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallPolicyRecord {
@@ -246,6 +295,8 @@ pub enum DerivedKind {
     Interface,
     /// Services.
     Service,
+    /// Floating IPs of pods (`FloatingIp` objects).
+    FloatingIp,
     /// Firewall policies.
     FirewallPolicy,
     /// Pending objects.
@@ -254,11 +305,12 @@ pub enum DerivedKind {
 
 impl DerivedKind {
     /// All derived kinds.
-    pub const ALL: [DerivedKind; 6] = [
+    pub const ALL: [DerivedKind; 7] = [
         DerivedKind::Project,
         DerivedKind::Network,
         DerivedKind::Interface,
         DerivedKind::Service,
+        DerivedKind::FloatingIp,
         DerivedKind::FirewallPolicy,
         DerivedKind::Status,
     ];
@@ -270,6 +322,7 @@ impl DerivedKind {
             DerivedKind::Network => "networks",
             DerivedKind::Interface => "interfaces",
             DerivedKind::Service => "services",
+            DerivedKind::FloatingIp => "floatingips",
             DerivedKind::FirewallPolicy => "policies",
             DerivedKind::Status => "statuses",
         }
@@ -290,6 +343,7 @@ pub enum DerivedObject {
     Network(VirtualNetworkRecord),
     Interface(InterfaceAttachment),
     Service(ServiceRecord),
+    FloatingIp(FloatingIpRecord),
     FirewallPolicy(FirewallPolicyRecord),
     Status(ObjectStatus),
 }
@@ -302,19 +356,22 @@ impl DerivedObject {
             DerivedObject::Network(_) => DerivedKind::Network,
             DerivedObject::Interface(_) => DerivedKind::Interface,
             DerivedObject::Service(_) => DerivedKind::Service,
+            DerivedObject::FloatingIp(_) => DerivedKind::FloatingIp,
             DerivedObject::FirewallPolicy(_) => DerivedKind::FirewallPolicy,
             DerivedObject::Status(_) => DerivedKind::Status,
         }
     }
 
     /// Name unique within the kind: project name, FQ network name,
-    /// `namespace/pod/interface`, `namespace/service`, policy name, input object.
+    /// `namespace/pod/interface`, `namespace/service`, `namespace/floating-ip`, policy
+    /// name, input object.
     pub fn name(&self) -> String {
         match self {
             DerivedObject::Project(p) => p.name.clone(),
             DerivedObject::Network(n) => n.fq_name.clone(),
             DerivedObject::Interface(i) => format!("{}/{}/{}", i.namespace, i.pod, i.interface),
             DerivedObject::Service(s) => format!("{}/{}", s.namespace, s.name),
+            DerivedObject::FloatingIp(f) => format!("{}/{}", f.namespace, f.name),
             DerivedObject::FirewallPolicy(p) => p.name.clone(),
             DerivedObject::Status(s) => s.object.clone(),
         }
@@ -327,6 +384,7 @@ impl DerivedObject {
             DerivedObject::Network(n) => Some(&n.namespace),
             DerivedObject::Interface(i) => Some(&i.namespace),
             DerivedObject::Service(s) => Some(&s.namespace),
+            DerivedObject::FloatingIp(f) => Some(&f.namespace),
             DerivedObject::FirewallPolicy(p) => Some(&p.namespace),
             DerivedObject::Status(_) => None,
         }

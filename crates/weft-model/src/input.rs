@@ -14,7 +14,8 @@ use crate::bgp::BgpPeer;
 use crate::config::ClusterConfig;
 use crate::error::FieldError;
 use crate::resources::{
-    FloatingIpPool, NAD_API_VERSION, NetworkAttachmentDefinition, VirtualNetwork, WEFT_API_VERSION,
+    FloatingIp, FloatingIpPool, NAD_API_VERSION, NetworkAttachmentDefinition, VirtualNetwork,
+    WEFT_API_VERSION,
 };
 
 /// Every kind of object weft accepts as input.
@@ -46,11 +47,13 @@ pub enum InputKind {
     AdminNetworkPolicy,
     /// sig-network BaselineAdminNetworkPolicy (cluster-wide, checked after NetworkPolicy).
     BaselineAdminNetworkPolicy,
+    /// A floating IP bound to a pod interface (weft kind, namespaced; TF floating-ip).
+    FloatingIp,
 }
 
 impl InputKind {
     /// All kinds, in the order a batch is applied (dependencies first).
-    pub const ALL: [InputKind; 13] = [
+    pub const ALL: [InputKind; 14] = [
         InputKind::ClusterConfig,
         InputKind::VirtualNetwork,
         InputKind::FloatingIpPool,
@@ -64,6 +67,7 @@ impl InputKind {
         InputKind::BgpPeer,
         InputKind::AdminNetworkPolicy,
         InputKind::BaselineAdminNetworkPolicy,
+        InputKind::FloatingIp,
     ];
 
     /// The manifest `kind:`.
@@ -82,6 +86,7 @@ impl InputKind {
             InputKind::BgpPeer => "BgpPeer",
             InputKind::AdminNetworkPolicy => "AdminNetworkPolicy",
             InputKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+            InputKind::FloatingIp => "FloatingIp",
         }
     }
 
@@ -91,6 +96,7 @@ impl InputKind {
             InputKind::ClusterConfig
             | InputKind::VirtualNetwork
             | InputKind::FloatingIpPool
+            | InputKind::FloatingIp
             | InputKind::BgpPeer => WEFT_API_VERSION,
             InputKind::Namespace | InputKind::Node | InputKind::Pod | InputKind::Service => "v1",
             InputKind::NetworkAttachmentDefinition => NAD_API_VERSION,
@@ -129,6 +135,7 @@ impl InputKind {
             InputKind::BgpPeer => "bgppeers",
             InputKind::AdminNetworkPolicy => "adminnetworkpolicies",
             InputKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
+            InputKind::FloatingIp => "floatingips",
         }
     }
 
@@ -213,6 +220,7 @@ pub enum InputObject {
     BgpPeer(Box<BgpPeer>),
     AdminNetworkPolicy(Box<AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<BaselineAdminNetworkPolicy>),
+    FloatingIp(Box<FloatingIp>),
 }
 
 /// Decodes `value` as `T`, naming the failing field path on error.
@@ -319,6 +327,7 @@ impl InputObject {
                 banp.validate(&shown)?;
                 InputObject::BaselineAdminNetworkPolicy(banp)
             }
+            InputKind::FloatingIp => InputObject::FloatingIp(decode(value, &shown)?),
         })
     }
 
@@ -338,6 +347,7 @@ impl InputObject {
             InputObject::BgpPeer(o) => serde_json::to_value(o),
             InputObject::AdminNetworkPolicy(o) => serde_json::to_value(o),
             InputObject::BaselineAdminNetworkPolicy(o) => serde_json::to_value(o),
+            InputObject::FloatingIp(o) => serde_json::to_value(o),
         }
         .unwrap_or(serde_json::Value::Null);
         if let Some(map) = value.as_object_mut() {
@@ -364,6 +374,7 @@ impl InputObject {
             InputObject::BgpPeer(_) => InputKind::BgpPeer,
             InputObject::AdminNetworkPolicy(_) => InputKind::AdminNetworkPolicy,
             InputObject::BaselineAdminNetworkPolicy(_) => InputKind::BaselineAdminNetworkPolicy,
+            InputObject::FloatingIp(_) => InputKind::FloatingIp,
         }
     }
 
@@ -383,6 +394,7 @@ impl InputObject {
             InputObject::BgpPeer(o) => &o.metadata,
             InputObject::AdminNetworkPolicy(o) => &o.metadata,
             InputObject::BaselineAdminNetworkPolicy(o) => &o.metadata,
+            InputObject::FloatingIp(o) => &o.metadata,
         }
     }
 
@@ -402,6 +414,7 @@ impl InputObject {
             InputObject::BgpPeer(o) => &mut o.metadata,
             InputObject::AdminNetworkPolicy(o) => &mut o.metadata,
             InputObject::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
+            InputObject::FloatingIp(o) => &mut o.metadata,
         }
     }
 
@@ -532,6 +545,45 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(err.field, "spec.address");
+    }
+
+    #[test]
+    fn floating_ip_decodes_with_defaults() {
+        let obj = InputObject::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp",
+            "metadata": {"name": "web-fip", "namespace": "dev"},
+            "spec": {"pool": "public/pool", "pod": "web"}
+        }))
+        .unwrap();
+        assert_eq!(
+            obj.key(),
+            InputKey::namespaced(InputKind::FloatingIp, "dev", "web-fip")
+        );
+        let InputObject::FloatingIp(f) = &obj else {
+            panic!("{obj:?}")
+        };
+        assert_eq!(f.spec.interface(), "eth0");
+        assert_eq!(f.spec.pool_key("dev"), ("public", "pool"));
+        assert_eq!(obj.to_value()["kind"], "FloatingIp");
+        assert!(
+            obj.to_value()["spec"].get("interface").is_none(),
+            "no default written back"
+        );
+        let same_ns = crate::FloatingIpSpec {
+            pool: "pool".into(),
+            interface: Some("net1".into()),
+            ..Default::default()
+        };
+        assert_eq!(same_ns.pool_key("dev"), ("dev", "pool"));
+        assert_eq!(same_ns.interface(), "net1");
+        let err = InputObject::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp",
+            "metadata": {"name": "f", "namespace": "dev"},
+            "spec": {"pool": "p", "pod": "web", "port": 80}
+        }))
+        .unwrap_err();
+        assert_eq!(err.object, "FloatingIp dev/f");
+        assert!(err.expected.contains("address"), "{err}");
     }
 
     #[test]

@@ -24,13 +24,13 @@ pub use admin_policy::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 pub use bgp::{BgpFamily, BgpPeer, BgpPeerRole, BgpPeerSpec, EffectiveBgpPeer, ImportedRoute};
 pub use config::{ClusterConfig, ClusterConfigSpec};
 pub use derived::{
-    DerivedKind, DerivedObject, FirewallPolicyRecord, InterfaceAttachment, NetworkKind, ObjectStatus,
-    Project, ServicePortRecord, ServiceRecord, VirtualNetworkRecord,
+    DerivedKind, DerivedObject, FirewallPolicyRecord, FloatingIpRecord, InterfaceAttachment, NetworkKind,
+    ObjectStatus, Project, ServicePortRecord, ServiceRecord, VirtualNetworkRecord,
 };
 pub use error::FieldError;
 pub use ids::{MacAddr, Vni};
 pub use input::{InputChange, InputKey, InputKind, InputObject};
 pub use resources::{
-    FipPoolRef, FloatingIpPool, FloatingIpPoolSpec, NetworkAttachmentDefinition, NetworkAttachmentSpec,
-    VirtualNetwork, VirtualNetworkSpec, WEFT_API_VERSION,
+    FipPoolRef, FloatingIp, FloatingIpPool, FloatingIpPoolSpec, FloatingIpSpec, NetworkAttachmentDefinition,
+    NetworkAttachmentSpec, VirtualNetwork, VirtualNetworkSpec, WEFT_API_VERSION,
 };

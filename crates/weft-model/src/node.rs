@@ -305,20 +305,25 @@ pub struct NodeNetwork {
     pub gateway: Option<IpAddr>,
     /// Routes of this table: own endpoints plus those leaked from connected networks.
     pub routes: Vec<NodeRoute>,
-    /// Fabric SNAT (`opencontrail.org/ip_fabric_snat`, TF's distributed SNAT): pods of
-    /// this network reach destinations outside the cluster through the node's underlay,
-    /// source-NATed to the node's address with TF's port pools. `None`: off.
+    /// This table lets traffic to destinations outside the cluster leave through the
+    /// node's underlay: for fabric SNAT (`opencontrail.org/ip_fabric_snat`, TF's
+    /// distributed SNAT) and for pods with floating IPs. `None`: the table fails fast
+    /// for every destination it has no route to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fabric_snat: Option<FabricSnat>,
+    pub outside: Option<Outside>,
 }
 
-/// How a network's pods reach the outside with fabric SNAT.
+/// How a network's pods reach the outside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FabricSnat {
+pub struct Outside {
     /// The cluster's own ranges (pod, service, ip-fabric and virtual-network subnets):
     /// destinations there stay in the overlay (and fail fast when the table has no
-    /// route); everything else leaves through the underlay with SNAT.
+    /// route); everything else leaves through the underlay.
     pub cluster_subnets: Vec<IpNet>,
+    /// Fabric SNAT: pods without a floating IP leave as the node's address, with TF's
+    /// port pools. Without it only pods with a floating IP may leave (as their FIP).
+    #[serde(default)]
+    pub fabric_snat: bool,
 }
 
 /// TF's port pool for fabric SNAT of TCP (`port_translation_pools`), per node address.

@@ -86,6 +86,67 @@ pub struct FloatingIpPoolSpec {
     pub subnets: Vec<String>,
 }
 
+/// A floating IP for one pod interface (TF: a floating-ip allocated from a
+/// floating-ip-pool and referenced to the pod's VMI; reference §5.1–§5.2). Pods get
+/// floating IPs only when asked, with one of these: the address stays allocated while
+/// the object exists, and is bound (1:1 NAT, both directions) to whichever pod of that
+/// name currently exists, on whatever node it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FloatingIp {
+    /// `weft.dev/v1alpha1`.
+    pub api_version: String,
+    /// `FloatingIp`.
+    pub kind: String,
+    /// Name and namespace (the pod is looked up in this namespace).
+    pub metadata: ObjectMeta,
+    /// Pool, pod and optional fixed address.
+    pub spec: FloatingIpSpec,
+}
+
+/// Interface a [`FloatingIp`] binds to when `spec.interface` is not given.
+pub const DEFAULT_FIP_INTERFACE: &str = "eth0";
+
+/// Settings of a [`FloatingIp`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FloatingIpSpec {
+    /// The FloatingIpPool the address comes from: `name` (same namespace) or
+    /// `namespace/name` (TF: a pool shared with the pod's project).
+    #[serde(default)]
+    pub pool: String,
+    /// Name of the pod (same namespace) the address is bound to.
+    #[serde(default)]
+    pub pod: String,
+    /// The pod's interface (`eth0` when absent; `net1` … for Multus interfaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// A fixed address inside the pool's ranges; allocated from the pool when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl FloatingIpSpec {
+    /// The interface the address binds to: `spec.interface`, else [`DEFAULT_FIP_INTERFACE`].
+    pub fn interface(&self) -> &str {
+        self.interface
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DEFAULT_FIP_INTERFACE)
+    }
+
+    /// The pool as (namespace, name): `spec.pool` split at its `/`, or `namespace` (the
+    /// FloatingIp's own) and the whole value. Not validated here.
+    pub fn pool_key<'a>(&'a self, namespace: &'a str) -> (&'a str, &'a str) {
+        let pool = self.pool.trim();
+        match pool.split_once('/') {
+            Some((ns, name)) => (ns, name),
+            None => (namespace, pool),
+        }
+    }
+}
+
 /// A reference to a floating-IP pool as Tungsten Fabric writes it in the
 /// `opencontrail.org/fip-pool` annotation and kube-manager's `public_fip_pool`:
 /// `{"domain": "default-domain", "project": "k8s-public", "network": "public", "name": "pool"}`.

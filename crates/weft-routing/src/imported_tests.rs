@@ -29,7 +29,7 @@ fn state() -> NodeState {
                 reply_only: false,
                 service_only: false,
             }],
-            fabric_snat: None,
+            outside: None,
         }],
         interfaces: vec![],
         services: vec![],

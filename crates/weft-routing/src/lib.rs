@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Node;
 use weft_model::node::{
     LocalInterface, NextHop, NodeNetwork, NodeRoute, NodeState, SERVICE_TABLE, VtepPeer, vn_table, vtep_mac,
 };
-use weft_model::{ImportedRoute, InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
+use weft_model::{FloatingIpRecord, ImportedRoute, InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
 
 pub mod policy;
 pub mod services;
@@ -226,7 +226,7 @@ pub fn compile_node_state_with_services(
             table: vn_table(network.vni),
             gateway: network.gateway,
             routes: routes.into_values().collect(),
-            fabric_snat: None,
+            outside: None,
         });
     }
     tables.sort_by(|a, b| (a.vni, &a.fq_name).cmp(&(b.vni, &b.fq_name)));
@@ -318,6 +318,55 @@ pub fn add_imported_routes(state: &mut NodeState, imported: &[ImportedRoute]) {
         }
         if added {
             network.routes.sort_by_key(|a| a.prefix);
+        }
+    }
+    state.warnings = warnings.into_iter().collect();
+}
+
+/// Binds pod floating IPs ([`FloatingIpRecord`], from `FloatingIp` objects) to the
+/// local interfaces of `state`: each record bound to a pod interface on this node adds
+/// its address to that [`LocalInterface::floating_ips`] (sorted, no duplicates), which
+/// the agent turns into 1:1 NAT in both directions. Records that are unbound (no pod,
+/// not scheduled, no address) or bound on another node are skipped; a record bound
+/// here to an interface the state does not have (or has with another address: the
+/// inputs are out of step) is skipped with a warning. Pure and deterministic; call it
+/// on the result of [`compile_node_state_with_services`].
+pub fn add_floating_ips(state: &mut NodeState, floating_ips: &[FloatingIpRecord]) {
+    let mut sorted: Vec<&FloatingIpRecord> = floating_ips.iter().collect();
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut warnings: BTreeSet<String> = state.warnings.iter().cloned().collect();
+    let mut touched = false;
+    for f in sorted {
+        let Some((ip, fixed_ip, node)) = f.binding() else {
+            continue;
+        };
+        if node != state.node {
+            continue;
+        }
+        let key = f.interface_key();
+        match state.interfaces.iter_mut().find(|l| l.key() == key) {
+            Some(local) if local.ip == fixed_ip => {
+                local.floating_ips.push(ip);
+                touched = true;
+            }
+            Some(local) => {
+                warnings.insert(format!(
+                    "floating IP {ip} (FloatingIp {}/{}) is bound to {key} at {fixed_ip}, but the interface has {}; not programmed",
+                    f.namespace, f.name, local.ip
+                ));
+            }
+            None => {
+                warnings.insert(format!(
+                    "floating IP {ip} (FloatingIp {}/{}) is bound to {key} on this node, which has no such interface; not programmed",
+                    f.namespace, f.name
+                ));
+            }
+        }
+    }
+    if touched {
+        for local in &mut state.interfaces {
+            local.floating_ips.sort();
+            local.floating_ips.dedup();
         }
     }
     state.warnings = warnings.into_iter().collect();
@@ -601,3 +650,6 @@ mod tests;
 
 #[cfg(test)]
 mod imported_tests;
+
+#[cfg(test)]
+mod fip_tests;

@@ -1,4 +1,6 @@
-//! Floating IPs of LoadBalancer services (reference §5.2–§5.3).
+//! Floating IPs of LoadBalancer services (reference §5.2–§5.3), and the pool
+//! resolution and allocation that `FloatingIp` objects of pods share with them
+//! ([`crate::pod_fips`]).
 //!
 //! The pool comes from the most specific of three scopes: the `opencontrail.org/fip-pool`
 //! annotation on the Service, the same annotation on its Namespace, then ClusterConfig
@@ -15,7 +17,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use weft_ipam::Pool;
 use weft_model::naming::ANNOTATION_FIP_POOL;
-use weft_model::{FipPoolRef, InputKey, InputKind, InputObject, VirtualNetworkRecord};
+use weft_model::{FipPoolRef, FloatingIpPool, InputKey, InputKind, InputObject, VirtualNetworkRecord};
 
 use crate::Translator;
 use crate::annotations::annotation_field;
@@ -111,12 +113,33 @@ pub(crate) fn resolve(t: &Translator, r: &FipPoolRef) -> Result<ResolvedPool, St
             r.name, pool.spec.network, r.network
         ));
     }
-    let vn_key = InputKey::namespaced(InputKind::VirtualNetwork, ns, &r.network);
+    resolve_pool(t, ns, &r.name, pool, &format!("floating-IP pool {r}"))
+}
+
+/// Finds FloatingIpPool `ns`/`name` (as a `FloatingIp` names it) and its network, or
+/// says what is missing.
+pub(crate) fn resolve_named(t: &Translator, ns: &str, name: &str) -> Result<ResolvedPool, String> {
+    let pool_key = InputKey::namespaced(InputKind::FloatingIpPool, ns, name);
+    let Some(InputObject::FloatingIpPool(pool)) = t.inputs.get(&pool_key) else {
+        return Err(format!("waiting for FloatingIpPool {ns}/{name}"));
+    };
+    resolve_pool(t, ns, name, pool, &format!("FloatingIpPool {ns}/{name}"))
+}
+
+/// The network and ranges of FloatingIpPool `ns`/`name`; `what` names the pool in errors.
+fn resolve_pool(
+    t: &Translator,
+    ns: &str,
+    name: &str,
+    pool: &FloatingIpPool,
+    what: &str,
+) -> Result<ResolvedPool, String> {
+    let vn_key = InputKey::namespaced(InputKind::VirtualNetwork, ns, &pool.spec.network);
     let fq = custom_network_fq(&t.config, &vn_key);
     let Some(network) = t.network(&fq).cloned() else {
         return Err(format!(
-            "the network of floating-IP pool {r} does not exist: waiting for VirtualNetwork {ns}/{}",
-            r.network
+            "the network of {what} does not exist: waiting for VirtualNetwork {ns}/{}",
+            pool.spec.network
         ));
     };
     let mut ranges = Vec::new();
@@ -126,8 +149,7 @@ pub(crate) fn resolve(t: &Translator, r: &FipPoolRef) -> Result<ResolvedPool, St
         };
         if !network.subnets.iter().any(|n| n.contains(&net)) {
             return Err(format!(
-                "FloatingIpPool {ns}/{}: spec.subnets[{i}] {net} is not inside the subnets of network {fq} ({})",
-                r.name,
+                "FloatingIpPool {ns}/{name}: spec.subnets[{i}] {net} is not inside the subnets of network {fq} ({})",
                 show(&network.subnets)
             ));
         }
@@ -138,7 +160,7 @@ pub(crate) fn resolve(t: &Translator, r: &FipPoolRef) -> Result<ResolvedPool, St
         ranges = network.subnets.clone();
     }
     Ok(ResolvedPool {
-        key: format!("{ns}/{}", r.name),
+        key: format!("{ns}/{name}"),
         network,
         ranges,
         restricted,
@@ -156,12 +178,19 @@ impl ResolvedPool {
         show(&self.ranges)
     }
 
-    /// Takes `wanted` (if given) or the next free address of the ranges for `owner`.
-    pub fn take(&self, pool: &mut Pool, wanted: Option<IpAddr>, owner: &str) -> Result<IpAddr, String> {
+    /// Takes `wanted` (if given; `field` names where it was asked for, for the error)
+    /// or the next free address of the ranges for `owner`.
+    pub fn take(
+        &self,
+        pool: &mut Pool,
+        wanted: Option<IpAddr>,
+        field: &str,
+        owner: &str,
+    ) -> Result<IpAddr, String> {
         if let Some(ip) = wanted {
             if !self.covers(ip) {
                 return Err(format!(
-                    "spec.loadBalancerIP {ip} is outside floating-IP pool {} ({})",
+                    "{field} {ip} is outside floating-IP pool {} ({})",
                     self.key,
                     self.ranges_text()
                 ));

@@ -3,7 +3,8 @@
 //!
 //! Data flow: inputs (from `weft apply` or a Kubernetes watch) → [`Translator::apply`]
 //! (validates, records, marks what must be recomputed) → [`Translator::flush`]
-//! (recomputes projects, networks, pod interfaces with IPAM, services, policies) →
+//! (recomputes projects, networks, pod interfaces with IPAM, services, pod floating
+//! IPs, policies) →
 //! a list of [`DerivedChange`]s the controller writes to the store in the same
 //! transaction as the inputs.
 //!
@@ -14,6 +15,7 @@
 pub mod annotations;
 mod fips;
 mod networks;
+mod pod_fips;
 mod pods;
 mod policies;
 mod services;
@@ -69,6 +71,7 @@ struct Dirty {
     pods: BTreeSet<(String, String)>,
     services: BTreeSet<(String, String)>,
     policies: BTreeSet<(String, String)>,
+    floating_ips: BTreeSet<(String, String)>,
 }
 
 type DerivedKey = (DerivedKind, String);
@@ -206,6 +209,17 @@ impl Translator {
                     }
                     problem
                 }
+                DerivedObject::FloatingIp(f) => match (f.ip, f.network.as_deref()) {
+                    (Some(ip), Some(network)) => {
+                        let owner = pod_fips::floating_ip_owner(&f.namespace, &f.name);
+                        match t.pool_for_network_mut(network) {
+                            Some(pool) => pool.reserve(ip, &owner).err().map(|e| e.to_string()),
+                            None => Some(format!("floating-IP network {network} is not stored")),
+                        }
+                    }
+                    // No address held: nothing to reserve; the flush retries.
+                    _ => None,
+                },
                 DerivedObject::FirewallPolicy(p) => {
                     t.next_policy_sequence = t.next_policy_sequence.max(p.sequence + 1);
                     t.policy_sequences
@@ -380,6 +394,9 @@ impl Translator {
             InputKind::NetworkPolicy => {
                 self.dirty.policies.insert((ns, key.name.clone()));
             }
+            InputKind::FloatingIp => {
+                self.dirty.floating_ips.insert((ns, key.name.clone()));
+            }
             // Cluster-wide policies derive nothing: the route compiler reads them.
             InputKind::AdminNetworkPolicy | InputKind::BaselineAdminNetworkPolicy => {}
         }
@@ -527,6 +544,7 @@ impl Translator {
             InputObject::VirtualNetwork(vn) => networks::validate_virtual_network(self, key, &name, vn),
             InputObject::NetworkAttachmentDefinition(nad) => networks::validate_nad(&name, nad),
             InputObject::FloatingIpPool(pool) => networks::validate_fip_pool(&name, pool),
+            InputObject::FloatingIp(fip) => pod_fips::validate_floating_ip(self, key, &name, fip),
             InputObject::EndpointSlice(slice) => services::validate_endpoint_slice(&name, slice),
             InputObject::NetworkPolicy(np) => policies::validate_policy(&name, np),
             InputObject::AdminNetworkPolicy(anp) => anp.validate(&name),
@@ -544,6 +562,18 @@ impl Translator {
         let mut pods = dirty.pods;
         let mut services = dirty.services;
         let mut policies = dirty.policies;
+        let mut floating_ips = dirty.floating_ips;
+        if dirty.networks || dirty.everything {
+            // A FloatingIp's pool or its network may have appeared, changed or gone.
+            for (k, _) in self.inputs_of(InputKind::FloatingIp) {
+                floating_ips.insert((k.namespace.clone().unwrap_or_default(), k.name.clone()));
+            }
+            for d in self.derived(DerivedKind::FloatingIp) {
+                if let DerivedObject::FloatingIp(f) = d {
+                    floating_ips.insert((f.namespace.clone(), f.name.clone()));
+                }
+            }
+        }
         if dirty.everything {
             namespaces.extend(self.all_namespaces());
             for (kind, set) in [
@@ -673,6 +703,28 @@ impl Translator {
         }
         for (ns, name) in &services {
             services::sync_service(self, ns, name);
+        }
+        // Floating IPs of pods: their binding follows the pod's interface, so every one
+        // naming a pod recomputed above; and those still without an address (the pool
+        // may have room now).
+        for (k, o) in self.inputs_of(InputKind::FloatingIp) {
+            if let InputObject::FloatingIp(f) = o {
+                let ns = k.namespace.clone().unwrap_or_default();
+                let pod = (ns.clone(), f.spec.pod.trim().to_string());
+                if pods.contains(&pod) || waiting.contains(&pod) {
+                    floating_ips.insert((ns, k.name.clone()));
+                }
+            }
+        }
+        for d in self.derived(DerivedKind::FloatingIp) {
+            if let DerivedObject::FloatingIp(f) = d
+                && f.ip.is_none()
+            {
+                floating_ips.insert((f.namespace.clone(), f.name.clone()));
+            }
+        }
+        for (ns, name) in &floating_ips {
+            pod_fips::sync_floating_ip(self, ns, name);
         }
         for (ns, name) in &policies {
             policies::sync_policy(self, ns, name);

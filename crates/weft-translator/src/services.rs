@@ -631,7 +631,7 @@ fn sync_floating_ip(
         Some(ip) => Ok(ip),
         None => match t.pools.get_mut(&pool.network.ipam) {
             None => Err(format!("no IPAM {} for network {fq}", pool.network.ipam)),
-            Some(ipam) => pool.take(ipam, wanted, &owner),
+            Some(ipam) => pool.take(ipam, wanted, "spec.loadBalancerIP", &owner),
         },
     };
     match result {

@@ -58,6 +58,17 @@ fn assert_no_duplicate_addresses(t: &Translator) {
             }
         }
     }
+    for d in t.derived(DerivedKind::FloatingIp) {
+        if let DerivedObject::FloatingIp(f) = d
+            && let Some(ip) = f.ip
+        {
+            assert!(
+                seen.insert(ip),
+                "duplicate floating IP {ip} of FloatingIp {}",
+                f.name
+            );
+        }
+    }
     // Every allocation in the pools belongs to a stored object and vice versa.
     assert_eq!(
         t.allocations().len(),
@@ -1079,6 +1090,411 @@ fn fip_pool_subnets_restrict_the_addresses() {
         .to_string();
     assert!(reason.contains("spec.subnets[0] 10.250.0.0/29"), "{reason}");
     assert_no_duplicate_addresses(&t);
+}
+
+// ---- FloatingIp objects: floating IPs of pods (reference §5.1–§5.2) ----
+
+fn floating_ip(ns: &str, name: &str, pool: &str, pod: &str, address: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({"pool": pool, "pod": pod});
+    if let Some(a) = address {
+        spec["address"] = json!(a);
+    }
+    json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+fn pod_on(ns: &str, name: &str, node: &str) -> serde_json::Value {
+    let mut p = pod(ns, name, json!({}));
+    p["spec"]["nodeName"] = json!(node);
+    p
+}
+
+fn fip_record(t: &Translator, ns: &str, name: &str) -> weft_model::FloatingIpRecord {
+    match t.derived_object(DerivedKind::FloatingIp, &format!("{ns}/{name}")) {
+        Some(DerivedObject::FloatingIp(f)) => f.clone(),
+        other => panic!("no FloatingIp record {ns}/{name}: {other:?}"),
+    }
+}
+
+/// Addresses held by FloatingIp objects, with their owners.
+fn pod_fip_allocations(t: &Translator) -> Vec<(std::net::IpAddr, String)> {
+    t.allocations()
+        .into_iter()
+        .filter(|(_, _, owner)| owner.starts_with("FloatingIp "))
+        .map(|(_, ip, owner)| (ip, owner))
+        .collect()
+}
+
+fn fip_key(ns: &str, name: &str) -> InputKey {
+    InputKey::namespaced(InputKind::FloatingIp, ns, name)
+}
+
+#[test]
+fn pod_fip_is_allocated_from_the_pool_and_bound_to_the_pod() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, pod_on("default", "web", "node-1"));
+    up(
+        &mut t,
+        floating_ip("default", "web-fip", "public/pool", "web", None),
+    );
+    // Pool named without a namespace: the FloatingIp's own (here `public`).
+    up(&mut t, pod_on("public", "db", "node-2"));
+    up(&mut t, floating_ip("public", "db-fip", "pool2", "db", None));
+    t.flush();
+    let web = interface(&t, "default", "web", "eth0").expect("web eth0");
+    let f = fip_record(&t, "default", "web-fip");
+    assert!(in_net(f.ip, "203.0.113.0/24"), "{f:?}");
+    assert_eq!(f.pool, "public/pool");
+    assert_eq!(f.network.as_deref(), Some("default-domain:k8s-public:ext"));
+    assert_eq!((f.pod.as_str(), f.interface.as_str()), ("web", "eth0"));
+    assert_eq!(f.fixed_ip, Some(web.ip));
+    assert_eq!(f.node.as_deref(), Some("node-1"));
+    assert_eq!(f.note, None);
+    assert!(f.binding().is_some());
+    assert!(t.pending_reason(&fip_key("default", "web-fip")).is_none());
+    let db = fip_record(&t, "public", "db-fip");
+    assert_eq!(db.pool, "public/pool2");
+    assert!(in_net(db.ip, "198.51.100.0/24"), "{db:?}");
+    assert_eq!(db.node.as_deref(), Some("node-2"));
+    assert_eq!(
+        pod_fip_allocations(&t).into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            (db.ip.unwrap(), "FloatingIp public/db-fip".to_string()),
+            (f.ip.unwrap(), "FloatingIp default/web-fip".to_string()),
+        ])
+    );
+    // A second FloatingIp in the same pool gets another address; a second flush is idle.
+    up(
+        &mut t,
+        floating_ip("default", "web-fip2", "public/pool", "web", None),
+    );
+    t.flush();
+    let second = fip_record(&t, "default", "web-fip2");
+    assert!(second.ip.is_some() && second.ip != f.ip, "{second:?}");
+    assert!(t.flush().is_empty());
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn pod_fip_fixed_address_inside_outside_and_taken() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, pod_on("default", "web", "node-1"));
+    up(
+        &mut t,
+        floating_ip("default", "fixed", "public/pool", "web", Some("203.0.113.10")),
+    );
+    t.flush();
+    assert_eq!(
+        fip_record(&t, "default", "fixed")
+            .ip
+            .map(|i| i.to_string())
+            .as_deref(),
+        Some("203.0.113.10")
+    );
+    // Outside the pool: refused, naming the object, the field, the pool and its range.
+    let err = t
+        .apply(InputChange::Upsert(obj(floating_ip(
+            "default",
+            "out",
+            "public/pool",
+            "web",
+            Some("198.51.100.7"),
+        ))))
+        .unwrap_err();
+    assert_eq!(
+        (err.object.as_str(), err.field.as_str()),
+        ("FloatingIp default/out", "spec.address")
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("203.0.113.0/24") && text.contains("public/pool") && text.contains("198.51.100.7"),
+        "{text}"
+    );
+    // Malformed fields, each named.
+    for (value, field) in [
+        (
+            floating_ip("default", "bad", "public/pool", "web", Some("nope")),
+            "spec.address",
+        ),
+        (
+            floating_ip("default", "bad", "public/pool", "Web_1", None),
+            "spec.pod",
+        ),
+        (floating_ip("default", "bad", "a/b/c", "web", None), "spec.pool"),
+        (floating_ip("default", "bad", "", "web", None), "spec.pool"),
+        (
+            {
+                let mut v = floating_ip("default", "bad", "public/pool", "web", None);
+                v["spec"]["interface"] = json!("eth0/x");
+                v
+            },
+            "spec.interface",
+        ),
+    ] {
+        let err = t.apply(InputChange::Upsert(obj(value))).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+        assert_eq!(err.object, "FloatingIp default/bad");
+    }
+    assert!(t.input(&fip_key("default", "bad")).is_none(), "nothing recorded");
+    // Taken by another FloatingIp: pending, naming the holder; freed, it gets it.
+    up(
+        &mut t,
+        floating_ip("default", "second", "public/pool", "web", Some("203.0.113.10")),
+    );
+    t.flush();
+    let reason = t
+        .pending_reason(&fip_key("default", "second"))
+        .expect("pending")
+        .to_string();
+    assert!(reason.contains("FloatingIp default/fixed"), "{reason}");
+    let second = fip_record(&t, "default", "second");
+    assert_eq!(second.ip, None);
+    assert!(
+        second.note.as_deref().is_some_and(|n| n.contains("not bound")),
+        "{second:?}"
+    );
+    t.apply(InputChange::Delete(fip_key("default", "fixed")))
+        .expect("ok");
+    t.flush();
+    assert_eq!(
+        fip_record(&t, "default", "second")
+            .ip
+            .map(|i| i.to_string())
+            .as_deref(),
+        Some("203.0.113.10"),
+        "retried without being touched"
+    );
+    assert!(t.pending_reason(&fip_key("default", "second")).is_none());
+    // A pool that does not exist yet: accepted, pending; an address outside it is
+    // caught when it appears.
+    up(
+        &mut t,
+        floating_ip("default", "early", "public/later", "web", Some("192.0.2.77")),
+    );
+    t.flush();
+    let reason = t
+        .pending_reason(&fip_key("default", "early"))
+        .expect("pending")
+        .to_string();
+    assert!(
+        reason.contains("waiting for FloatingIpPool public/later"),
+        "{reason}"
+    );
+    up(&mut t, fip_pool_object("later", "ext", json!([])));
+    t.flush();
+    let reason = t
+        .pending_reason(&fip_key("default", "early"))
+        .expect("pending")
+        .to_string();
+    assert!(
+        reason.contains("spec.address 192.0.2.77 is outside floating-IP pool public/later"),
+        "{reason}"
+    );
+    assert_eq!(fip_record(&t, "default", "early").ip, None);
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn pod_fip_stays_while_the_pod_is_gone_and_follows_it_to_another_node() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    // The FloatingIp first: allocated, not bound, not pending.
+    up(
+        &mut t,
+        floating_ip("default", "web-fip", "public/pool", "web", None),
+    );
+    t.flush();
+    let f = fip_record(&t, "default", "web-fip");
+    let ip = f.ip.expect("allocated before the pod exists");
+    assert_eq!((f.fixed_ip, f.node.as_deref()), (None, None));
+    assert!(
+        f.note
+            .as_deref()
+            .is_some_and(|n| n.contains("Pod default/web does not exist")),
+        "{f:?}"
+    );
+    assert!(t.pending_reason(&fip_key("default", "web-fip")).is_none());
+    // The pod appears on node-1: bound.
+    up(&mut t, pod_on("default", "web", "node-1"));
+    t.flush();
+    let first = interface(&t, "default", "web", "eth0").expect("eth0");
+    let f = fip_record(&t, "default", "web-fip");
+    assert_eq!(f.binding(), Some((ip, first.ip, "node-1")));
+    // The pod deleted: unbound, the address kept and still held.
+    t.apply(InputChange::Delete(InputKey::namespaced(
+        InputKind::Pod,
+        "default",
+        "web",
+    )))
+    .expect("ok");
+    t.flush();
+    let f = fip_record(&t, "default", "web-fip");
+    assert_eq!(f.ip, Some(ip));
+    assert_eq!((f.fixed_ip, f.node.as_deref()), (None, None));
+    assert!(
+        f.note.as_deref().is_some_and(|n| n.contains("does not exist")),
+        "{f:?}"
+    );
+    assert_eq!(
+        pod_fip_allocations(&t),
+        vec![(ip, "FloatingIp default/web-fip".to_string())]
+    );
+    // Another pod takes the freed pod address meanwhile; the pod comes back on node-2
+    // with a new address: the same floating IP binds to the new interface.
+    up(&mut t, pod_on("default", "other", "node-1"));
+    t.flush();
+    up(&mut t, pod_on("default", "web", "node-2"));
+    t.flush();
+    let second = interface(&t, "default", "web", "eth0").expect("eth0");
+    assert_ne!(second.ip, first.ip);
+    let f = fip_record(&t, "default", "web-fip");
+    assert_eq!(f.binding(), Some((ip, second.ip, "node-2")));
+    assert_eq!(f.note, None);
+    // Unscheduled, or naming an interface the pod lacks: unbound with a reason.
+    let mut unscheduled = pod_on("default", "web", "node-2");
+    unscheduled["spec"].as_object_mut().unwrap().remove("nodeName");
+    up(&mut t, unscheduled);
+    t.flush();
+    let f = fip_record(&t, "default", "web-fip");
+    assert_eq!(f.binding(), None);
+    assert!(
+        f.note.as_deref().is_some_and(|n| n.contains("not scheduled")),
+        "{f:?}"
+    );
+    let mut on_net1 = floating_ip("default", "web-fip", "public/pool", "web", None);
+    on_net1["spec"]["interface"] = json!("net1");
+    up(&mut t, on_net1);
+    t.flush();
+    let f = fip_record(&t, "default", "web-fip");
+    assert_eq!(f.ip, Some(ip), "the interface changed, not the address");
+    assert!(
+        f.note
+            .as_deref()
+            .is_some_and(|n| n.contains("no interface net1") && n.contains("eth0")),
+        "{f:?}"
+    );
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn pod_fip_is_freed_on_delete_and_on_pool_or_address_change() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, pod_on("default", "web", "node-1"));
+    up(
+        &mut t,
+        floating_ip("default", "web-fip", "public/pool", "web", None),
+    );
+    t.flush();
+    let first = fip_record(&t, "default", "web-fip").ip.expect("ip");
+    // Address change: the fixed one, the old freed.
+    up(
+        &mut t,
+        floating_ip("default", "web-fip", "public/pool", "web", Some("203.0.113.9")),
+    );
+    t.flush();
+    let fixed: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    assert_ne!(first, fixed);
+    assert_eq!(fip_record(&t, "default", "web-fip").ip, Some(fixed));
+    assert_eq!(
+        pod_fip_allocations(&t),
+        vec![(fixed, "FloatingIp default/web-fip".to_string())]
+    );
+    // Pool change: an address of the new pool's network, the old freed.
+    up(
+        &mut t,
+        floating_ip("default", "web-fip", "public/pool2", "web", None),
+    );
+    t.flush();
+    let f = fip_record(&t, "default", "web-fip");
+    assert!(in_net(f.ip, "198.51.100.0/24"), "{f:?}");
+    assert_eq!(f.network.as_deref(), Some("default-domain:k8s-public:ext2"));
+    assert_eq!(pod_fip_allocations(&t).len(), 1);
+    assert_eq!(f.binding().map(|b| b.2), Some("node-1"));
+    // Its pool deleted: freed and pending; the pool back: allocated again.
+    t.apply(InputChange::Delete(InputKey::namespaced(
+        InputKind::FloatingIpPool,
+        "public",
+        "pool2",
+    )))
+    .expect("ok");
+    t.flush();
+    assert!(pod_fip_allocations(&t).is_empty());
+    assert_eq!(fip_record(&t, "default", "web-fip").ip, None);
+    assert!(t.pending_reason(&fip_key("default", "web-fip")).is_some());
+    up(&mut t, fip_pool_object("pool2", "ext2", json!([])));
+    t.flush();
+    assert!(in_net(fip_record(&t, "default", "web-fip").ip, "198.51.100.0/24"));
+    // The FloatingIp deleted: record gone, address free, nothing pending.
+    t.apply(InputChange::Delete(fip_key("default", "web-fip")))
+        .expect("ok");
+    let changes = t.flush();
+    assert!(
+        changes.contains(&DerivedChange::Delete(
+            DerivedKind::FloatingIp,
+            "default/web-fip".into()
+        )),
+        "{changes:?}"
+    );
+    assert!(t.derived(DerivedKind::FloatingIp).next().is_none());
+    assert!(pod_fip_allocations(&t).is_empty());
+    assert!(t.pending_reason(&fip_key("default", "web-fip")).is_none());
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
+fn pod_fip_restore_keeps_the_address_and_the_binding() {
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    up(&mut t, pod_on("default", "web", "node-1"));
+    up(
+        &mut t,
+        floating_ip("default", "bound", "public/pool", "web", None),
+    );
+    // One without its pod: restored allocated, still unbound.
+    up(
+        &mut t,
+        floating_ip("default", "idle", "public/pool", "gone", None),
+    );
+    t.flush();
+    let bound = fip_record(&t, "default", "bound");
+    let idle = fip_record(&t, "default", "idle");
+    assert!(bound.binding().is_some() && idle.ip.is_some() && idle.binding().is_none());
+    let inputs: Vec<InputObject> = t.inputs().cloned().collect();
+    let derived: Vec<DerivedObject> = DerivedKind::ALL
+        .iter()
+        .flat_map(|k| t.derived(*k).cloned().collect::<Vec<_>>())
+        .collect();
+    let (mut r, notes) = Translator::restore(inputs, derived);
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(
+        pod_fip_allocations(&r),
+        pod_fip_allocations(&t),
+        "re-reserved for their owners"
+    );
+    assert!(r.flush().is_empty(), "restore + resync must not change anything");
+    assert_eq!(fip_record(&r, "default", "bound"), bound);
+    assert_eq!(fip_record(&r, "default", "idle"), idle);
+    // New allocations after the restore do not collide with the restored ones.
+    up(
+        &mut r,
+        floating_ip("default", "third", "public/pool", "web", None),
+    );
+    up(
+        &mut r,
+        lb(
+            "default",
+            "svc",
+            json!({"opencontrail.org/fip-pool": fip_ref("ext", "pool")}),
+            None,
+        ),
+    );
+    r.flush();
+    let third = fip_record(&r, "default", "third").ip.expect("ip");
+    assert!(third != bound.ip.unwrap() && Some(third) != idle.ip);
+    assert_no_duplicate_addresses(&r);
 }
 
 proptest::proptest! {

@@ -128,7 +128,7 @@ fn pods_and_vips_are_exported_as_vpnv4_and_ipv4() {
         &[("10.47.255.252", "n1", false), ("10.47.255.251", "n2", true)],
     )];
     let nodes = vec![node("n1", "192.0.2.11"), node("n2", "192.0.2.12")];
-    let (exports, notes) = export_routes(RID, &networks, &interfaces, &services, &nodes);
+    let (exports, notes) = export_routes(RID, &networks, &interfaces, &services, &[], &nodes);
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(exports.len(), 7, "{exports:#?}");
     let a = &exports[&vpn_key(5, "10.47.255.252/32")];
@@ -185,7 +185,7 @@ fn floating_ips_are_exported_in_the_pool_network_and_withdrawn_without_backends(
     lb.floating_ips = vec!["203.0.113.252".parse().unwrap()];
     lb.fip_pool = Some("public/pool".into());
     lb.fip_network = Some(EXT.into());
-    let (exports, notes) = export_routes(RID, &networks, &[], std::slice::from_ref(&lb), &nodes);
+    let (exports, notes) = export_routes(RID, &networks, &[], std::slice::from_ref(&lb), &[], &nodes);
     assert!(notes.is_empty(), "{notes:?}");
     let fip = &exports[&vpn_key(9, "203.0.113.252/32")];
     assert_eq!(fip.label, Some(9), "label = the pool network's VNI");
@@ -212,7 +212,7 @@ fn floating_ips_are_exported_in_the_pool_network_and_withdrawn_without_backends(
     for b in &mut lb.backends {
         b.ready = false;
     }
-    let (exports, _) = export_routes(RID, &networks, &[], &[lb], &nodes);
+    let (exports, _) = export_routes(RID, &networks, &[], &[lb], &[], &nodes);
     assert!(
         !exports
             .keys()
@@ -222,6 +222,98 @@ fn floating_ips_are_exported_in_the_pool_network_and_withdrawn_without_backends(
     assert!(!exports.contains_key(&vpn_key(9, "203.0.113.252/32")));
 }
 
+/// Pod floating IP `ip` of pool network `network`, bound to pod `pod` at `fixed` on
+/// `node` (unbound when `node` is `None`).
+fn pod_fip(network: &str, ip: &str, pod: &str, bound: Option<(&str, &str)>) -> FloatingIpRecord {
+    FloatingIpRecord {
+        namespace: "default".into(),
+        name: format!("{pod}-fip"),
+        ip: Some(ip.parse().unwrap()),
+        pool: "public/pool".into(),
+        network: Some(network.into()),
+        pod: pod.into(),
+        interface: "eth0".into(),
+        fixed_ip: bound.map(|(fixed, _)| fixed.parse().unwrap()),
+        node: bound.map(|(_, node)| node.to_string()),
+        note: None,
+    }
+}
+
+#[test]
+fn pod_floating_ips_are_exported_in_the_pool_network_with_the_pod_node_as_next_hop() {
+    const EXT: &str = "default-domain:k8s-public:ext";
+    let networks = vec![
+        network(POD, 5, &["target:64512:5"], &["target:64512:5"]),
+        VirtualNetworkRecord {
+            kind: NetworkKind::Custom,
+            ..network(
+                EXT,
+                9,
+                &["target:64512:9"],
+                &["target:64512:9", "target:64512:777"],
+            )
+        },
+    ];
+    let nodes = vec![node("n1", "192.0.2.11"), node("n2", "192.0.2.12")];
+    let on_n1 = [iface("web", Some("n1"), "10.47.255.252")];
+    let bound_n1 = pod_fip(EXT, "203.0.113.7", "web", Some(("10.47.255.252", "n1")));
+    let (exports, notes) = export_routes(
+        RID,
+        &networks,
+        &on_n1,
+        &[],
+        std::slice::from_ref(&bound_n1),
+        &nodes,
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    let vpn = &exports[&vpn_key(9, "203.0.113.7/32")];
+    assert_eq!(vpn.label, Some(9), "label = the pool network's VNI");
+    assert_eq!(vpn.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 11)));
+    assert_eq!(
+        vpn.attrs.route_targets(),
+        vec![
+            "target:64512:9".parse::<RouteTarget>().unwrap(),
+            "target:64512:777".parse().unwrap()
+        ]
+    );
+    assert_eq!(router_mac(&vpn.attrs), Some(vtep_mac("n1")));
+    assert!(
+        !exports.contains_key(&vpn_key(5, "203.0.113.7/32")),
+        "not in the pod's own network"
+    );
+    let plain = &exports[&RouteKey::Ipv4("203.0.113.7/32".parse().unwrap())];
+    assert_eq!(
+        (plain.label, plain.attrs.next_hop),
+        (None, Some(Ipv4Addr::new(192, 0, 2, 11)))
+    );
+    // The pod re-created on n2 (new address): the same floating IP, next hop n2.
+    let on_n2 = [iface("web", Some("n2"), "10.47.255.249")];
+    let bound_n2 = pod_fip(EXT, "203.0.113.7", "web", Some(("10.47.255.249", "n2")));
+    let (exports, _) = export_routes(RID, &networks, &on_n2, &[], &[bound_n2], &nodes);
+    let vpn = &exports[&vpn_key(9, "203.0.113.7/32")];
+    assert_eq!(vpn.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 12)));
+    assert_eq!(router_mac(&vpn.attrs), Some(vtep_mac("n2")));
+    let plain = &exports[&RouteKey::Ipv4("203.0.113.7/32".parse().unwrap())];
+    assert_eq!(plain.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 12)));
+    // Unbound (the pod deleted): withdrawn, while the pod network's routes stay.
+    let unbound = pod_fip(EXT, "203.0.113.7", "web", None);
+    let (exports, notes) = export_routes(RID, &networks, &[], &[], &[unbound], &nodes);
+    assert!(exports.is_empty() && notes.is_empty(), "{exports:#?} {notes:?}");
+    // A pool network that is not stored: noted, not exported.
+    let lost = pod_fip(
+        "default-domain:k8s-public:gone",
+        "203.0.113.8",
+        "web",
+        Some(("10.47.255.252", "n1")),
+    );
+    let (exports, notes) = export_routes(RID, &networks, &on_n1, &[], &[lost], &nodes);
+    assert_eq!(exports.len(), 2, "only the pod's own /32: {exports:#?}");
+    assert!(
+        notes.iter().any(|n| n.contains("FloatingIp default/web-fip")),
+        "{notes:?}"
+    );
+}
+
 #[test]
 fn endpoints_on_nodes_without_address_are_noted_not_exported() {
     let networks = vec![network(POD, 5, &[], &["target:64512:5"])];
@@ -229,6 +321,7 @@ fn endpoints_on_nodes_without_address_are_noted_not_exported() {
         RID,
         &networks,
         &[iface("a", Some("ghost"), "10.47.255.252")],
+        &[],
         &[],
         &[],
     );
