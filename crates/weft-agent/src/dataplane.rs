@@ -39,7 +39,7 @@
 //!                                              └─ unreachable default            (ICMP at once)
 //!  weft-vxlan ─ rule iif weft-vxlan tun_id VNI ─> table T  (decapsulated traffic)
 //!  fabric-SNAT pod ─ table T has no route (only the cluster ranges unreachable)
-//!             ─> main ─> underlay, SNAT to the node; replies: rule fwmark MARK_SNAT_REPLY
+//!             ─> main ─> underlay, SNAT to the node; replies: rule fwmark MARK_TO_POD
 //!             to <pod> ─> table T
 //!  another cluster's VIP traffic, DNATed to a local backend (VNI lost with the NAT)
 //!             ─ rule iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend> ─> its table
@@ -63,7 +63,7 @@ use weft_model::node::{
 
 use crate::attachment::Attachments;
 use crate::nft::{
-    MARK_FROM_TUNNEL, MARK_REPLY, MARK_RULE_PREF, MARK_SNAT_REPLY, MARK_TO_BACKEND, has_outside_services,
+    MARK_FROM_TUNNEL, MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, MARK_TO_POD, has_outside_services,
 };
 
 /// The main routing table (`lookup main`): where replies of connections from outside
@@ -494,7 +494,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
         // Fabric SNAT: only the cluster's own ranges fail fast; a lookup for anything
         // else finds no route here and goes on to `main` (the underlay), where the
         // agent's nftables table source-NATs it to the node's address.
-        let unreachable: Vec<IpNet> = match &network.fabric_snat {
+        let unreachable: Vec<IpNet> = match &network.outside {
             None => vec![IpNet::V4(Default::default())],
             Some(snat) => snat
                 .cluster_subnets
@@ -570,12 +570,15 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                         .any(|b| b.ip == iface.ip && b.node.as_deref() == Some(state.node.as_str()))
                 })
         });
-        // Replies to a fabric-SNAT connection come in from the underlay and are
-        // un-NATed to the pod's address: the pod's table routes them to its veth.
-        let snat_here = state
-            .networks
-            .iter()
-            .any(|n| n.table == iface.table && n.fabric_snat.is_some());
+        // Replies to a fabric-SNAT or floating-IP connection, and new connections to a
+        // floating IP, come in from the underlay NATed to the pod's address: the pod's
+        // table routes them to its veth.
+        let snat_here = state.networks.iter().any(|n| {
+            n.table == iface.table
+                && n.outside
+                    .as_ref()
+                    .is_some_and(|o| o.fabric_snat || !iface.floating_ips.is_empty())
+        });
         if snat_here {
             out.rules.insert(RuleSpec {
                 priority: RULE_PREF,
@@ -584,7 +587,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                 tun_id: None,
                 dst: Some(IpNet::from(IpAddr::V4(ip))),
                 src: None,
-                fwmark: Some(MARK_SNAT_REPLY),
+                fwmark: Some(MARK_TO_POD),
             });
         }
         if backend_here {

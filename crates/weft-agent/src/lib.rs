@@ -35,6 +35,7 @@ pub mod attachment;
 pub mod dataplane;
 pub mod kernel;
 pub mod nft;
+pub mod snat;
 pub mod state_dir;
 pub mod watch;
 
@@ -110,6 +111,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .with_context(|| format!("serving the CNI socket {}", args.cni_socket.display()))?;
     let reconciler = tokio::spawn(agent.clone().run_reconciler());
     let follower = tokio::spawn(agent.clone().follow_controller(client));
+    let snat_monitor = tokio::spawn(agent.clone().run_snat_monitor());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -120,6 +122,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         r = follower => Err(anyhow::anyhow!("the controller watch stopped: {r:?}")),
     };
     cni.abort();
+    snat_monitor.abort();
     let _ = std::fs::remove_file(&args.cni_socket);
     let signal = outcome?;
     tracing::info!(signal, "weft agent stopping; the kernel keeps its state");

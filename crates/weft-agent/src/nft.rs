@@ -141,10 +141,12 @@ pub const TUNNEL_CT_MARK: u32 = 0x0200_0000;
 /// rules ([`crate::dataplane`]) route it by the backend's table instead.
 pub const MARK_FROM_TUNNEL: u32 = 0x0100_0003;
 
-/// Packet mark of replies to fabric-SNAT connections (un-NATed to a pod's address as
-/// they come in from the underlay): `fwmark MARK_SNAT_REPLY to <pod>` rules route them
-/// by the pod's table.
-pub const MARK_SNAT_REPLY: u32 = 0x0100_0004;
+/// Packet mark of packets from the underlay that NAT turned towards a local pod: replies
+/// to fabric-SNAT connections and to a pod's floating-IP connections (un-NATed to the
+/// pod's address), and new connections to a floating IP (DNATed to it). The main table
+/// has no route to pods; `fwmark MARK_TO_POD to <pod>` rules route them by the pod's
+/// table.
+pub const MARK_TO_POD: u32 = 0x0100_0004;
 
 /// Preference of the two `fwmark` policy rules (before the pods' rules at
 /// [`crate::dataplane::RULE_PREF`]).
@@ -539,27 +541,49 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
             }
         }
     }
-    // Fabric SNAT: the attached pods of SNAT networks (IPv4).
-    let snat_tables: BTreeSet<u32> = state
-        .networks
+    // Reaching the outside: attached pods of tables that let traffic out, with their
+    // floating IPs (1:1 NAT) or, in fabric-SNAT networks, the node's address.
+    let outside_of = |table: u32| {
+        state
+            .networks
+            .iter()
+            .find(|n| n.table == table)
+            .and_then(|n| n.outside.as_ref())
+    };
+    let mut snat_sources: Vec<Ipv4Addr> = Vec::new();
+    let mut floating: Vec<(Ipv4Addr, Vec<Ipv4Addr>)> = Vec::new();
+    let mut confined: Vec<Ipv4Addr> = Vec::new();
+    for i in &state.interfaces {
+        let (Some(outside), Some(_), IpAddr::V4(ip)) = (outside_of(i.table), attachments.get(&i.key()), i.ip)
+        else {
+            continue;
+        };
+        let fips: Vec<Ipv4Addr> = i
+            .floating_ips
+            .iter()
+            .filter_map(|f| match f {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if !fips.is_empty() {
+            floating.push((ip, fips));
+        } else if outside.fabric_snat {
+            snat_sources.push(ip);
+        } else {
+            confined.push(ip);
+        }
+    }
+    let to_pods: Vec<Ipv4Addr> = snat_sources
         .iter()
-        .filter(|n| n.fabric_snat.is_some())
-        .map(|n| n.table)
-        .collect();
-    let snat_sources: Vec<Ipv4Addr> = state
-        .interfaces
-        .iter()
-        .filter(|i| snat_tables.contains(&i.table) && attachments.get(&i.key()).is_some())
-        .filter_map(|i| match i.ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
+        .copied()
+        .chain(floating.iter().map(|(ip, _)| *ip))
         .collect();
     if state.services.is_empty()
         && reply_only.is_empty()
         && service_only.is_empty()
         && state.policies.is_empty()
-        && snat_sources.is_empty()
+        && to_pods.is_empty()
     {
         return (None, warnings);
     }
@@ -967,27 +991,88 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
         );
     }
 
-    // Fabric SNAT (TF's distributed SNAT): new connections of these pods that leave
-    // through the underlay (anything but weft's own devices) take the node's address and
-    // a port from TF's pools; replies, un-NATed back to the pod's address before the
-    // route lookup, get the mark whose rules route them by the pod's table.
+    // The outside. Floating IPs: 1:1 NAT, both directions (new connections to the FIP
+    // are DNATed to the pod; the pod's own connections out leave as its first FIP).
+    // Fabric SNAT (TF's distributed SNAT): the other pods of SNAT networks leave as the
+    // node, with a port from TF's pools. Only connections that leave through the
+    // underlay (anything but weft's own devices) are translated. Packets NAT turns
+    // towards a pod get the mark whose rules route them by the pod's table; pods of a
+    // table that lets only FIP pods out are refused the way out.
+    let addr_set = |ips: &[Ipv4Addr]| set(ips.iter().map(|ip| SetItem::Element(addr_expr(*ip))).collect());
+    let not_weft = |key: MetaKey| matches(meta(key), Operator::NEQ, string("weft*".to_string()));
+    if !floating.is_empty() {
+        let fips: Vec<Ipv4Addr> = floating.iter().flat_map(|(_, f)| f.iter().copied()).collect();
+        let inbound: Vec<SetItem<'static>> = floating
+            .iter()
+            .flat_map(|(ip, f)| {
+                f.iter()
+                    .map(move |fip| SetItem::Mapping(addr_expr(*fip), addr_expr(*ip)))
+            })
+            .collect();
+        let outbound: Vec<SetItem<'static>> = floating
+            .iter()
+            .map(|(ip, f)| SetItem::Mapping(addr_expr(*ip), addr_expr(f[0])))
+            .collect();
+        let pods: Vec<Ipv4Addr> = floating.iter().map(|(ip, _)| *ip).collect();
+        b.rule(
+            "nat-prerouting",
+            vec![
+                eq(payload("ip", "daddr"), addr_set(&fips)),
+                not_weft(MetaKey::Iifname),
+                Statement::DNAT(Some(NAT {
+                    addr: Some(Expression::Named(NamedExpression::Map(Box::new(Map {
+                        key: payload("ip", "daddr"),
+                        data: set(inbound),
+                    })))),
+                    family: Some(NATFamily::IP),
+                    port: None,
+                    flags: None,
+                })),
+            ],
+        );
+        b.rule(
+            "nat-postrouting",
+            vec![
+                eq(payload("ip", "saddr"), addr_set(&pods)),
+                not_weft(MetaKey::Oifname),
+                Statement::SNAT(Some(NAT {
+                    addr: Some(Expression::Named(NamedExpression::Map(Box::new(Map {
+                        key: payload("ip", "saddr"),
+                        data: set(outbound),
+                    })))),
+                    family: Some(NATFamily::IP),
+                    port: None,
+                    flags: None,
+                })),
+            ],
+        );
+        b.rule(
+            "filter-prerouting",
+            vec![
+                eq(ct("direction"), string("original")),
+                matches(ct("status"), Operator::IN, string("dnat")),
+                not_weft(MetaKey::Iifname),
+                eq(payload("ip", "daddr"), addr_set(&pods)),
+                Statement::Mangle(Mangle {
+                    key: meta(MetaKey::Mark),
+                    value: number(MARK_TO_POD),
+                }),
+            ],
+        );
+    }
     if !snat_sources.is_empty() {
         match state.underlay_ip {
             Some(IpAddr::V4(node_ip)) => {
-                let sources = || {
-                    set(snat_sources
-                        .iter()
-                        .map(|ip| SetItem::Element(addr_expr(*ip)))
-                        .collect())
-                };
-                let not_weft = |key: MetaKey| matches(meta(key), Operator::NEQ, string("weft*".to_string()));
                 let pools = [
                     (Some("tcp"), Some(SNAT_TCP_PORTS)),
                     (Some("udp"), Some(SNAT_UDP_PORTS)),
                     (None, None),
                 ];
                 for (proto, ports) in pools {
-                    let mut rule = vec![eq(payload("ip", "saddr"), sources()), not_weft(MetaKey::Oifname)];
+                    let mut rule = vec![
+                        eq(payload("ip", "saddr"), addr_set(&snat_sources)),
+                        not_weft(MetaKey::Oifname),
+                    ];
                     if let Some(proto) = proto {
                         rule.push(eq(meta(MetaKey::L4proto), string(proto)));
                     }
@@ -1003,25 +1088,37 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                     })));
                     b.rule("nat-postrouting", rule);
                 }
-                b.rule(
-                    "filter-prerouting",
-                    vec![
-                        eq(ct("direction"), string("reply")),
-                        matches(ct("status"), Operator::IN, string("snat")),
-                        not_weft(MetaKey::Iifname),
-                        eq(payload("ip", "daddr"), sources()),
-                        Statement::Mangle(Mangle {
-                            key: meta(MetaKey::Mark),
-                            value: number(MARK_SNAT_REPLY),
-                        }),
-                    ],
-                );
             }
             _ => b.warnings.push(format!(
                 "node {} has no IPv4 underlay address: fabric SNAT is off for its pods",
                 state.node
             )),
         }
+    }
+    if !to_pods.is_empty() {
+        b.rule(
+            "filter-prerouting",
+            vec![
+                eq(ct("direction"), string("reply")),
+                matches(ct("status"), Operator::IN, string("snat")),
+                not_weft(MetaKey::Iifname),
+                eq(payload("ip", "daddr"), addr_set(&to_pods)),
+                Statement::Mangle(Mangle {
+                    key: meta(MetaKey::Mark),
+                    value: number(MARK_TO_POD),
+                }),
+            ],
+        );
+    }
+    if !confined.is_empty() {
+        b.rule(
+            "filter-forward",
+            vec![
+                eq(payload("ip", "saddr"), addr_set(&confined)),
+                not_weft(MetaKey::Oifname),
+                reject_icmpx(RejectCode::AdminProhibited),
+            ],
+        );
     }
 
     // Reply-only routes: no new connection from the table's pods towards them.

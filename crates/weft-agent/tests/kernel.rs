@@ -200,7 +200,7 @@ fn network(vni: u32, routes: Vec<NodeRoute>) -> NodeNetwork {
         table: vn_table(Vni(vni)),
         gateway: Some(addr("10.47.255.254")),
         routes,
-        fabric_snat: None,
+        outside: None,
     }
 }
 

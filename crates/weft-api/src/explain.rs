@@ -4,7 +4,8 @@
 //! the source pod's interface and its network's routing table on the source node, the
 //! service translation (if the destination is a VIP that this network may use), the
 //! route (local veth, VXLAN to another node, or the table's `unreachable default`),
-//! then policy on both sides (weft-policy's decision, upstream semantics): the
+//! the NAT on the way out of the cluster (a pod's floating IP, or fabric SNAT to the
+//! node's address), then policy on both sides (weft-policy's decision, upstream semantics): the
 //! AdminNetworkPolicy tiers (which ANP and rule matched: Allow, Deny or Pass), then
 //! NetworkPolicy, or the BaselineAdminNetworkPolicy where no NetworkPolicy isolates the
 //! pod.
@@ -446,6 +447,68 @@ pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation
         }
     }
     let (routed, text) = describe_route(&state, table, dst_ip, false);
+    // Outside the cluster: a table that lets traffic out has no route there, so the
+    // lookup goes on to the node's main table (the underlay), with NAT on the way out.
+    let outside = state
+        .networks
+        .iter()
+        .find(|n| n.table == table)
+        .and_then(|n| n.outside.as_ref())
+        .filter(|o| !routed && !o.cluster_subnets.iter().any(|net| net.contains(&dst_ip)));
+    if let Some(outside) = outside {
+        let fips = state
+            .interfaces
+            .iter()
+            .find(|i| i.namespace == src.namespace && i.pod == src.pod && i.interface == src.interface)
+            .map(|i| i.floating_ips.clone())
+            .unwrap_or_default();
+        let node_ip = state
+            .underlay_ip
+            .map_or_else(|| "the node".to_string(), |ip| ip.to_string());
+        let nat = match (fips.first(), outside.fabric_snat) {
+            (Some(fip), _) => format!(
+                "{dst_ip} is outside the cluster: no route in table {table}, so the node's main table sends it to the underlay; nftables SNATs it to the pod's floating IP {fip} (1:1 NAT; replies are un-NATed and routed back by the pod's table)"
+            ),
+            (None, true) => format!(
+                "{dst_ip} is outside the cluster: no route in table {table}, so the node's main table sends it to the underlay; fabric SNAT translates it to {node_ip} with a port from TF's pool (TCP {}-{}, UDP {}-{})",
+                weft_model::node::SNAT_TCP_PORTS.0,
+                weft_model::node::SNAT_TCP_PORTS.1,
+                weft_model::node::SNAT_UDP_PORTS.0,
+                weft_model::node::SNAT_UDP_PORTS.1
+            ),
+            (None, false) => {
+                step(
+                    &mut steps,
+                    "nat",
+                    format!(
+                        "{dst_ip} is outside the cluster; in network {} only pods with a floating IP may leave (no fabric SNAT): refused (ICMP admin prohibited)",
+                        src.network
+                    ),
+                );
+                return Ok(Explanation {
+                    steps,
+                    verdict: "denied".into(),
+                    reason: "no floating IP and no fabric SNAT for this pod".into(),
+                });
+            }
+        };
+        step(&mut steps, "nat", nat);
+        return Ok(
+            if explain_policy(&policies, &mut steps, &req.from, dst_ip, req.port, protocol) {
+                Explanation {
+                    steps,
+                    verdict: "allowed".into(),
+                    reason: "leaves the cluster through the underlay with NAT, and policy allows it".into(),
+                }
+            } else {
+                Explanation {
+                    steps,
+                    verdict: "denied".into(),
+                    reason: "policy denies it (see the policy steps)".into(),
+                }
+            },
+        );
+    }
     step(&mut steps, "route", text);
     if !routed {
         return Ok(Explanation {
@@ -494,6 +557,47 @@ mod tests {
             "spec": {"priority": 5, "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "b"}}},
                      "ingress": [{"name": "from-a", "action": action,
                                   "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "a"}}}]}]}})
+    }
+
+    /// `weft explain` shows the NAT step of a packet leaving the cluster: fabric SNAT
+    /// to the node's address for the shared pod network of an annotated `default`, a
+    /// refusal for an isolated namespace without it.
+    #[tokio::test]
+    async fn explain_shows_fabric_snat_on_the_way_out() {
+        let store: Arc<dyn weft_store::ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store, "memory").await.expect("open");
+        apply(
+            &c,
+            vec![
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                       "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}]}}),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default",
+                       "annotations": {"opencontrail.org/ip_fabric_snat": "true"}}}),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "iso",
+                       "annotations": {"opencontrail.org/isolation": "true"}}}),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+                       "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}),
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "iso"},
+                       "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}),
+            ],
+        )
+        .await;
+        let req = |from: &str| ExplainRequest {
+            from: from.into(),
+            to: "203.0.113.10".into(),
+            port: 80,
+            protocol: "tcp".into(),
+        };
+        let e = explain(&c, &req("default/p")).await.expect("explains");
+        let nat = e.steps.iter().find(|s| s.stage == "nat").expect("a nat step");
+        assert!(
+            nat.detail.contains("fabric SNAT") && nat.detail.contains("192.0.2.11"),
+            "{e:#?}"
+        );
+        assert_eq!(e.verdict, "allowed", "{e:#?}");
+        let e = explain(&c, &req("iso/p")).await.expect("explains");
+        assert_eq!(e.verdict, "denied", "{e:#?}");
+        assert!(e.steps.iter().all(|s| s.stage != "nat"), "{e:#?}");
     }
 
     /// `weft explain` walks ANP → NetworkPolicy: a Deny beats the NetworkPolicy allow,

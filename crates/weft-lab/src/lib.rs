@@ -48,6 +48,7 @@
 //! Not yet: secondary interfaces (`k8s.v1.cni.cncf.io/networks`) are not attached —
 //! the lab runs CNI ADD for `eth0` only.
 
+pub mod bench_outside;
 pub mod bench_policy;
 pub mod bench_throughput;
 pub mod converge;
@@ -308,6 +309,17 @@ pub enum LabCommand {
 /// The benchmarks of `weft lab bench` other than the default (CNI latency).
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Reaching the outside, in a fresh 2-node lab with a gateway (removed afterwards;
+    /// ignores --name): TCP goodput and connection rate pod -> pod (baseline), external
+    /// host -> LoadBalancer floating IP, fabric-SNAT pod -> external host.
+    Outside {
+        /// Seconds of traffic per figure.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// TCP goodput pod -> pod across two nodes of a fresh lab, compared in the same run
     /// with a hand-made kernel VXLAN path and a bare veth pair (namespaces of its own,
     /// removed afterwards; ignores --name).
@@ -380,6 +392,20 @@ pub async fn run(args: LabArgs) -> Result<ExitCode> {
                 json: output == Format::Json,
             };
             bench_throughput::run(&opts, &progress).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        LabCommand::Bench {
+            what: Some(BenchCommand::Outside { seconds, output }),
+            ..
+        } => {
+            if !(1..=600).contains(&seconds) {
+                anyhow::bail!("--seconds must be 1 to 600, found {seconds}");
+            }
+            let opts = bench_outside::OutsideBenchOptions {
+                seconds,
+                json: output == Format::Json,
+            };
+            bench_outside::run(&opts, &progress).await?;
             return Ok(ExitCode::SUCCESS);
         }
         LabCommand::Bench {

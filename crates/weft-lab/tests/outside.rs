@@ -113,3 +113,288 @@ fn an_external_host_reaches_a_load_balancer_service_on_its_floating_ip() {
     // A port the service does not have is not open on the FIP (the check can fail).
     assert!(whoami_from_netns(&ext, SocketAddr::new(fip, 81), Proto::Tcp, Duration::from_secs(1)).is_err());
 }
+
+const SNAT_SCENARIO: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, annotations: {opencontrail.org/ip_fabric_snat: "true"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: iso, annotations: {opencontrail.org/isolation: "true"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: iso}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
+"#;
+
+/// A TCP server in namespace `netns` on `addr` that accepts and holds every connection
+/// (the test's own thread; ends with the test process). Counts them, and keeps the
+/// first peer address.
+fn holding_server(netns: &str, addr: SocketAddr) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    holding_server_with_peers(netns, addr).0
+}
+
+type Peers = std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>;
+
+fn holding_server_with_peers(
+    netns: &str,
+    addr: SocketAddr,
+) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, Peers) {
+    let path = format!("/run/netns/{netns}");
+    let listener = weft_cni::run_in_netns(&path, move || std::net::TcpListener::bind(addr))
+        .unwrap()
+        .unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peers: Peers = Default::default();
+    let (count, seen) = (accepted.clone(), peers.clone());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            if let Ok(peer) = s.peer_addr()
+                && let Ok(mut p) = seen.lock()
+                && p.len() < 16
+            {
+                p.push(peer);
+            }
+            held.push(s);
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    (accepted, peers)
+}
+
+/// The gateway's route to a /32 in `prefix` (e.g. `198.51.100.`) via `hop`, waiting at
+/// most 30 s; the address.
+fn gateway_route(lab: &Lab, prefix: &str, hop: &str) -> IpAddr {
+    let gw = format!("wl-{}-gw", lab.name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &gw, "route", "show"])
+            .output()
+            .unwrap();
+        let routes = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(ip) = routes
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.contains(&format!("via {hop} ")))
+            .find_map(|l| l.split_whitespace().next()?.parse().ok())
+        {
+            return ip;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway has no {prefix}* route via {hop}:\n{routes}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const POD_FIP: &str = r#"
+apiVersion: weft.dev/v1alpha1
+kind: VirtualNetwork
+metadata: {name: public, namespace: default}
+spec: {subnets: [198.51.100.0/24]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: FloatingIpPool
+metadata: {name: pool, namespace: default}
+spec: {network: public}
+---
+apiVersion: weft.dev/v1alpha1
+kind: FloatingIp
+metadata: {name: db, namespace: default}
+spec: {pool: pool, pod: db}
+"#;
+
+fn db_pod(node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: db, namespace: default}}\nspec: {{nodeName: {node}, containers: [{{name: c, image: x, ports: [{{containerPort: 5432}}]}}]}}\n"
+    )
+}
+
+#[test]
+fn a_pods_floating_ip_works_both_ways_and_follows_the_pod_to_another_node() {
+    require_root!();
+    if !std::path::Path::new("/usr/lib/frr/bgpd").is_file() {
+        eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+        return;
+    }
+    let lab = Lab {
+        name: Lab::name('c'),
+        weft: support::weft(),
+    };
+    lab.lab(&["down"]);
+    let file = lab.write("fip.yaml", &format!("{POD_FIP}---\n{}", db_pod("node-1")));
+    lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
+    lab.wait();
+    let ext = format!("wl-{}-ext", lab.name);
+    let fip = gateway_route(&lab, "198.51.100.", "192.0.2.11");
+    // In: the external host opens a connection to the FIP.
+    let who = whoami_from_netns(
+        &ext,
+        SocketAddr::new(fip, 5432),
+        Proto::Tcp,
+        Duration::from_secs(2),
+    )
+    .unwrap_or_else(|o| panic!("external host -> {fip}:5432: {o:?}"));
+    assert_eq!(who, "default/db");
+    // Out: the pod opens one to the external host, which sees the FIP as the source.
+    let server: SocketAddr = "203.0.113.10:9100".parse().unwrap();
+    let (_, peers) = holding_server_with_peers(&ext, server);
+    let db_ns = lab.pod_netns("default/db");
+    let out = weft_cni::run_in_netns(format!("/run/netns/{db_ns}"), move || {
+        std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2))
+    })
+    .unwrap()
+    .expect("pod with a FIP -> external host");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while peers.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        peers.lock().unwrap().first().map(|p| p.ip()),
+        Some(fip),
+        "source seen outside"
+    );
+    drop(out);
+
+    // The pod is re-created on node-2: the FIP's route moves, and it answers there.
+    lab.delete("db.yaml", &db_pod("node-1"));
+    lab.apply("db.yaml", &db_pod("node-2"));
+    let moved = gateway_route(&lab, "198.51.100.", "192.0.2.12");
+    assert_eq!(moved, fip, "the same floating IP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match whoami_from_netns(
+            &ext,
+            SocketAddr::new(fip, 5432),
+            Proto::Tcp,
+            Duration::from_secs(1),
+        ) {
+            Ok(who) => {
+                assert_eq!(who, "default/db");
+                break;
+            }
+            Err(o) => assert!(Instant::now() < deadline, "after the move: {o:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pods_of_a_fabric_snat_network_reach_the_outside_as_their_node_and_exhaustion_is_reported() {
+    require_root!();
+    if !std::path::Path::new("/usr/lib/frr/bgpd").is_file() {
+        eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+        return;
+    }
+    let lab = Lab {
+        name: Lab::name('b'),
+        weft: support::weft(),
+    };
+    lab.lab(&["down"]);
+    let file = lab.write("snat.yaml", SNAT_SCENARIO);
+    lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
+    lab.wait();
+    let ext = format!("wl-{}-ext", lab.name);
+    let server: SocketAddr = "203.0.113.10:8080".parse().unwrap();
+    let accepted = holding_server(&ext, server);
+
+    // The default pod network has fabric SNAT: the client gets out, as its node.
+    let client_ns = lab.pod_netns("default/client");
+    let connect = |netns: &str, timeout: Duration| {
+        weft_cni::run_in_netns(format!("/run/netns/{netns}"), move || {
+            std::net::TcpStream::connect_timeout(&server, timeout)
+        })
+        .unwrap()
+    };
+    let first = connect(&client_ns, Duration::from_secs(2)).expect("SNAT pod -> external host");
+    let (node_ns, node_ip) = lab.node(1);
+    let conntrack = String::from_utf8(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &node_ns, "cat", "/proc/net/nf_conntrack"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let translated = conntrack
+        .lines()
+        .find(|l| l.contains("dport=8080"))
+        .unwrap_or_default()
+        .to_string();
+    let reply_port: u16 = translated
+        .split_whitespace()
+        .filter_map(|kv| kv.strip_prefix("dport="))
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no translated entry in {conntrack}"));
+    assert!(translated.contains(&format!("dst={node_ip} ")), "{translated}");
+    assert!((56000..=57023).contains(&reply_port), "{translated}");
+    drop(first);
+    // An isolated namespace without the annotation fails fast (no route out).
+    let iso = connect(&lab.pod_netns("iso/p"), Duration::from_secs(2));
+    assert!(iso.is_err(), "iso/p must not get out: {iso:?}");
+
+    // Exhaustion: hold more connections to one destination than the pool has ports.
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 4096 {
+        eprintln!("SKIPPED (exhaustion part): RLIMIT_NOFILE hard limit {hard} < 4096");
+        return;
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let (held, failed) = weft_cni::run_in_netns(format!("/run/netns/{client_ns}"), move || {
+        let mut held = Vec::new();
+        let mut failed = 0;
+        for _ in 0..1100 {
+            match std::net::TcpStream::connect_timeout(&server, Duration::from_millis(300)) {
+                Ok(s) => held.push(s),
+                Err(_) => failed += 1,
+            }
+            if failed >= 3 {
+                break;
+            }
+        }
+        (held, failed)
+    })
+    .unwrap();
+    let ok = held.len();
+    eprintln!("fabric SNAT: {ok} connections to one destination held before the first of {failed} failures");
+    assert!(ok <= 1024, "{ok} connections through a 1024-port pool");
+    assert!(failed > 0, "no connection failed after {ok}");
+    assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) >= ok.saturating_sub(1));
+    // The agent looks every 2 s; the connections stay open meanwhile.
+    let file = format!("/run/weft/lab/{}/n1/state/snat.json", lab.name);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap_or_else(|_| "{}".into()))
+                .unwrap_or_default();
+        let exhausted = report["destinations"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| d["destination"] == "203.0.113.10" && d["port"] == 8080 && d["exhausted"] == true)
+        });
+        if exhausted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file} does not report exhaustion: {report:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(held);
+    let log = std::fs::read_to_string(format!("/run/weft/lab/{}/n1/agent.log", lab.name)).unwrap();
+    assert!(
+        log.contains("fabric SNAT port pool exhausted"),
+        "agent log lacks the warning"
+    );
+}

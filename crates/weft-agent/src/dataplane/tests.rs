@@ -66,7 +66,7 @@ fn network(vni: u32, routes: Vec<NodeRoute>) -> NodeNetwork {
         table: vn_table(Vni(vni)),
         gateway: Some(ip("10.47.255.254")),
         routes,
-        fabric_snat: None,
+        outside: None,
     }
 }
 

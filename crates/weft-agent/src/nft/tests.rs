@@ -146,7 +146,7 @@ fn state() -> NodeState {
                         false,
                     ),
                 ],
-                fabric_snat: None,
+                outside: None,
             },
             NodeNetwork {
                 fq_name: "net3".into(),
@@ -161,7 +161,7 @@ fn state() -> NodeState {
                     "net3",
                     false,
                 )],
-                fabric_snat: None,
+                outside: None,
             },
         ],
         interfaces: vec![
@@ -724,5 +724,109 @@ fn admin_tiers_render_in_order_with_pass_and_baseline() {
     assert!(
         forward.contains("pol-out-0") && forward.contains("pol-in-0"),
         "{forward}"
+    );
+}
+
+/// `state()` with net1 letting traffic out (`fabric_snat` as given) and default/a
+/// holding `fips`.
+fn outside_state(fabric_snat: bool, fips: &[&str]) -> NodeState {
+    let mut s = state();
+    s.networks[0].outside = Some(weft_model::node::Outside {
+        cluster_subnets: vec!["10.32.0.0/12".parse().unwrap()],
+        fabric_snat,
+    });
+    let a = s.interfaces.iter_mut().find(|i| i.pod == "a").unwrap();
+    a.floating_ips = fips.iter().map(|f| ip(f)).collect();
+    s
+}
+
+#[test]
+fn a_floating_ip_is_a_one_to_one_nat_in_both_directions() {
+    let (t, warnings) = render(&outside_state(false, &["198.51.100.5"]), &attached());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let t = t.unwrap();
+    let pre = rules_of(&t, "nat-prerouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dnat = pre
+        .lines()
+        .find(|r| r.contains("dnat") && r.contains("198.51.100.5"))
+        .unwrap_or_else(|| panic!("{pre}"));
+    assert!(
+        dnat.contains("10.47.255.252") && dnat.contains(r#""right":"weft*""#),
+        "{dnat}"
+    );
+    let post = rules_of(&t, "nat-postrouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let snat = post
+        .lines()
+        .find(|r| r.contains("snat") && r.contains("198.51.100.5"))
+        .unwrap_or_else(|| panic!("{post}"));
+    assert!(snat.contains("10.47.255.252"), "{snat}");
+    assert!(
+        !post.contains("56000"),
+        "no fabric SNAT without the annotation: {post}"
+    );
+    let filter = rules_of(&t, "filter-prerouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(filter.contains(&format!(r#""value":{MARK_TO_POD}"#)), "{filter}");
+}
+
+#[test]
+fn fabric_snat_uses_the_node_address_and_tf_port_pools_and_fips_win() {
+    let (t, _) = render(&outside_state(true, &[]), &attached());
+    let t = t.unwrap();
+    let post = rules_of(&t, "nat-postrouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>();
+    let tcp = post
+        .iter()
+        .find(|r| r.contains("\"tcp\"") && r.contains("snat"))
+        .expect("tcp snat");
+    assert!(
+        tcp.contains(r#""addr":"192.0.2.11""#) && tcp.contains(r#"{"range":[56000,57023]}"#),
+        "{tcp}"
+    );
+    assert!(
+        tcp.contains("10.47.255.252") && tcp.contains(r#""right":"weft*","op":"!=""#),
+        "{tcp}"
+    );
+    assert!(
+        post.iter()
+            .any(|r| r.contains(r#"{"range":[57024,58047]}"#) && r.contains("\"udp\""))
+    );
+    // With a floating IP the pod leaves as its FIP, not as the node.
+    let (t, _) = render(&outside_state(true, &["198.51.100.5"]), &attached());
+    let post = rules_of(&t.unwrap(), "nat-postrouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!post.contains("56000"), "{post}");
+}
+
+#[test]
+fn pods_without_a_way_out_are_refused_where_only_fip_pods_may_leave() {
+    let mut s = outside_state(false, &[]);
+    // iso/c's table lets traffic out, but c has no FIP and the network no fabric SNAT.
+    s.networks[1].outside = s.networks[0].outside.clone();
+    let (t, _) = render(&s, &attached());
+    let fwd = rules_of(&t.unwrap(), "filter-forward")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        fwd.contains("10.47.255.249") && fwd.contains("admin-prohibited"),
+        "{fwd}"
     );
 }
