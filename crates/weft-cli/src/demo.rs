@@ -291,16 +291,8 @@ async fn data_plane(args: DemoArgs) -> Result<()> {
         documents.len()
     ));
     let opts = weft_lab::topology::UpOptions {
-        nodes: 2,
-        files: Vec::new(),
         documents,
-        namespace: None,
-        cni_timeout: 30,
-        no_agents: false,
-        cluster_objects: Vec::new(),
-        join_underlay: None,
-        gateway: None,
-        gateway_relay: None,
+        ..Default::default()
     };
     let outcome = show(&lab, &opts, &progress).await;
     if args.keep {
@@ -364,16 +356,8 @@ async fn second_act(keep: bool, progress: &Progress) -> Result<()> {
             .collect()
     };
     let opts = weft_lab::topology::UpOptions {
-        nodes: 2,
-        files: Vec::new(),
         documents: docs("second act, cluster 1", SECOND_ACT[0])?,
-        namespace: None,
-        cni_timeout: 30,
-        no_agents: false,
-        cluster_objects: Vec::new(),
-        join_underlay: None,
-        gateway: None,
-        gateway_relay: None,
+        ..Default::default()
     };
     let outcome = async {
         anyhow::ensure!(

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  pod-to-pod   default/bo-client (node-1) ──VXLAN──> default/bo-web (node-2)
-//!  FIP          external host ──gateway (FRR)──> LoadBalancer floating IP ──DNAT on node-2──> bo-web
+//!  LB FIP       external host ──gateway (FRR)──> LoadBalancer floating IP ──DNAT on node-2──> bo-web
+//!  pod FIP      external host ──gateway (FRR)──> bo-db's floating IP ──1:1 NAT on node-2──> bo-db
 //!  SNAT         bo-client (fabric SNAT) ──node-1 SNAT──> gateway ──> external host
 //! ```
 //!
@@ -109,6 +110,10 @@ fn scenario() -> Vec<Value> {
                "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}}),
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bo-web", "namespace": "default", "labels": {"app": "bo-web"}},
                "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x", "ports": [{"containerPort": ECHO_PORT}]}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bo-db", "namespace": "default"},
+               "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x", "ports": [{"containerPort": ECHO_PORT}]}]}}),
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp", "metadata": {"name": "bo-db", "namespace": "default"},
+               "spec": {"pool": "pool", "pod": "bo-db"}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bo-web", "namespace": "default"},
                "spec": {"type": "LoadBalancer", "selector": {"app": "bo-web"},
                         "ports": [{"name": "echo", "port": ECHO_PORT, "targetPort": ECHO_PORT},
@@ -151,21 +156,36 @@ fn accept_and_close(netns: &str, port: u16, until: Instant) -> Result<std::threa
     }))
 }
 
+/// Waits (at most [`READY`]) until `lookup` names an address the gateway in namespace
+/// `gw` has a route for; that address.
+async fn wait_routed<F, Fut>(gw: &str, what: &str, lookup: F) -> Result<IpAddr>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<IpAddr>>>,
+{
+    let deadline = Instant::now() + READY;
+    loop {
+        if let Some(ip) = lookup().await? {
+            let out = sys::ip(&["-n", gw, "route", "show", &ip.to_string()])
+                .await
+                .unwrap_or_default();
+            if out.contains("via") {
+                return Ok(ip);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no route for {what} on the gateway within {READY:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs the benchmark in a fresh lab (removed afterwards, also on error).
 pub async fn run(opts: &OutsideBenchOptions, progress: &Progress) -> Result<OutsideBenchReport> {
     if !sys::is_root() {
         bail!("weft lab bench outside needs root: it builds a lab of network namespaces");
     }
-    let pid = std::process::id();
-    let mut lab = None;
-    for k in 0..50 {
-        let l = LabName::new(&format!("bo{}", (pid + k) % 1000))?;
-        if !topology::exists(&l).await {
-            lab = Some(l);
-            break;
-        }
-    }
-    let lab = lab.context("no free lab name bo<n>")?;
+    let lab = topology::free_lab_name("bo").await?;
     progress.step(&format!(
         "lab {lab}: 2 nodes and a gateway; bo-client (fabric SNAT) on node-1, bo-web behind a LoadBalancer FIP on node-2"
     ));
@@ -191,16 +211,9 @@ async fn measure(
     progress: &Progress,
 ) -> Result<OutsideBenchReport> {
     let up = topology::UpOptions {
-        nodes: 2,
-        files: Vec::new(),
         documents: docs(scenario()),
-        namespace: None,
-        cni_timeout: 30,
-        no_agents: false,
-        cluster_objects: Vec::new(),
-        join_underlay: None,
         gateway: Some(1),
-        gateway_relay: None,
+        ..Default::default()
     };
     if !topology::up(lab, &up, &Progress::quiet()).await? {
         bail!("lab {lab}: the bench's objects could not be applied");
@@ -223,11 +236,10 @@ async fn measure(
             sys::ip(&["netns", "exec", ns, "sysctl", "-qw", setting]).await?;
         }
     }
-    // The FIP, once the gateway has its route.
+    // The floating IPs, once the gateway has their routes.
     let client_api = weft_api::client::ApiClient::new(&st.controller.url);
-    let deadline = Instant::now() + READY;
-    let fip = loop {
-        let fip = client_api
+    let fip = wait_routed(&gw.netns, "bo-web's LoadBalancer FIP", || async {
+        Ok(client_api
             .derived("services", Some("default"))
             .await?
             .into_iter()
@@ -236,20 +248,21 @@ async fn measure(
                     s.floating_ips.first().copied()
                 }
                 _ => None,
-            });
-        if let Some(fip) = fip {
-            let out = sys::ip(&["-n", &gw.netns, "route", "show", &fip.to_string()])
-                .await
-                .unwrap_or_default();
-            if out.contains("via") {
-                break fip;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("no floating IP route on the gateway within {READY:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            }))
+    })
+    .await?;
+    let db = st.pod("default/bo-db")?.clone();
+    let db_fip = wait_routed(&gw.netns, "bo-db's floating IP", || async {
+        Ok(client_api
+            .derived("floatingips", Some("default"))
+            .await?
+            .into_iter()
+            .find_map(|d| match d {
+                weft_model::DerivedObject::FloatingIp(f) if f.name == "bo-db" && f.node.is_some() => f.ip,
+                _ => None,
+            }))
+    })
+    .await?;
     let external: IpAddr = gateway::EXTERNAL_HOST_IP.parse()?;
     let duration = Duration::from_secs(opts.seconds);
     let mut paths = Vec::new();
@@ -265,6 +278,12 @@ async fn measure(
             gw.external_netns.clone(),
             web.netns.clone(),
             fip,
+        ),
+        (
+            "external host -> pod floating IP (1:1 NAT)",
+            gw.external_netns.clone(),
+            db.netns.clone(),
+            db_fip,
         ),
         (
             "fabric-SNAT pod -> external host",

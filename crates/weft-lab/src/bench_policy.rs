@@ -216,16 +216,7 @@ pub async fn run(opts: &PolicyBenchOptions, progress: &Progress) -> Result<Polic
     if !sys::is_root() {
         bail!("weft lab bench policy needs root: it builds a lab of network namespaces");
     }
-    let pid = std::process::id();
-    let mut lab = None;
-    for k in 0..50 {
-        let l = LabName::new(&format!("bp{}", (pid + k) % 1000))?;
-        if !topology::exists(&l).await {
-            lab = Some(l);
-            break;
-        }
-    }
-    let lab = lab.context("no free lab name bp<n>")?;
+    let lab = topology::free_lab_name("bp").await?;
     progress.step(&format!(
         "lab {lab}: 2 nodes, bp-client on node-1, bp-server on node-2"
     ));
@@ -274,16 +265,8 @@ async fn wait(lab: &LabName) -> Result<Duration> {
 
 async fn measure(lab: &LabName, opts: &PolicyBenchOptions, progress: &Progress) -> Result<PolicyBenchReport> {
     let up = topology::UpOptions {
-        nodes: 2,
-        files: Vec::new(),
         documents: docs([client_pod("denied"), server_pod(), other_pod()]),
-        namespace: None,
-        cni_timeout: 30,
-        no_agents: false,
-        cluster_objects: Vec::new(),
-        join_underlay: None,
-        gateway: None,
-        gateway_relay: None,
+        ..Default::default()
     };
     if !topology::up(lab, &up, &Progress::quiet()).await? {
         bail!("lab {lab}: the bench pods could not be created");

@@ -285,7 +285,7 @@ async fn measure_all(
     let veth = setup_veth(&prefix, cleanup).await?;
     progress.step("hand-made VXLAN: pod, node, bridge, node, pod namespaces, vxlan id 42");
     let vxlan = setup_hand_vxlan(&prefix, cleanup).await?;
-    let lab = pick_lab_name(pid).await?;
+    let lab = topology::free_lab_name("tp").await?;
     progress.step(&format!("weft: a 2-node lab {lab}, one pod on each node"));
     cleanup.lab = Some(lab.clone());
     let weft = setup_weft(&lab).await?;
@@ -628,18 +628,6 @@ async fn setup_hand_vxlan(prefix: &str, cleanup: &mut Cleanup) -> Result<PathSet
     })
 }
 
-/// `tp<pid % 1000>`, or the next free number when a lab of that name exists (it may
-/// be another run's: never touched).
-async fn pick_lab_name(pid: u32) -> Result<LabName> {
-    for k in 0..50 {
-        let lab = LabName::new(&format!("tp{}", (pid + k) % 1000))?;
-        if !topology::exists(&lab).await {
-            return Ok(lab);
-        }
-    }
-    bail!("no free lab name tp<n> near tp{}", pid % 1000)
-}
-
 fn tp_pod(name: &str, node: &str) -> ManifestDocument {
     ManifestDocument {
         source: format!("throughput bench pod {name}"),
@@ -654,16 +642,8 @@ fn tp_pod(name: &str, node: &str) -> ManifestDocument {
 /// on node-2, checked to reach each other.
 async fn setup_weft(lab: &LabName) -> Result<PathSetup> {
     let opts = topology::UpOptions {
-        nodes: 2,
-        files: Vec::new(),
         documents: vec![tp_pod("tp-client", "node-1"), tp_pod("tp-server", "node-2")],
-        namespace: None,
-        cni_timeout: 30,
-        no_agents: false,
-        cluster_objects: Vec::new(),
-        join_underlay: None,
-        gateway: None,
-        gateway_relay: None,
+        ..Default::default()
     };
     if !topology::up(lab, &opts, &Progress::quiet()).await? {
         bail!("lab {lab}: the two bench pods could not be created");

@@ -130,78 +130,20 @@ pub async fn build(
     }
     // Session link: bgpd wants its neighbors on an interface (not loopback addresses of
     // its own), so the relays' sockets live in a namespace of their own.
-    sys::ip(&[
-        "-n", &gw, "link", "add", "bgp0", "type", "veth", "peer", "name", "eth0", "netns", &sessions,
-    ])
-    .await?;
-    sys::ip(&[
-        "-n",
-        &gw,
-        "addr",
-        "add",
-        &format!("{GATEWAY_SESSION_IP}/24"),
-        "dev",
-        "bgp0",
-    ])
-    .await?;
-    sys::ip(&["-n", &gw, "link", "set", "bgp0", "up"]).await?;
-    for k in 1..=clusters {
-        sys::ip(&[
-            "-n",
-            &sessions,
-            "addr",
-            "add",
-            &format!("{}/24", relay_source(k)),
-            "dev",
-            "eth0",
-        ])
-        .await?;
-    }
-    sys::ip(&["-n", &sessions, "link", "set", "eth0", "up"]).await?;
+    veth(&gw, "bgp0", &sessions, "eth0").await?;
+    address_up(&gw, "bgp0", &[format!("{GATEWAY_SESSION_IP}/24")]).await?;
+    let relays: Vec<String> = (1..=clusters)
+        .map(|k| format!("{}/24", relay_source(k)))
+        .collect();
+    address_up(&sessions, "eth0", &relays).await?;
     // Underlay leg: a bridge port like a node's.
-    sys::ip(&[
-        "-n", &gw, "link", "add", "ul0", "type", "veth", "peer", "name", "gw", "netns", ul,
-    ])
-    .await?;
+    veth(&gw, "ul0", ul, "gw").await?;
     sys::ip(&["-n", ul, "link", "set", "gw", "master", "br0", "up"]).await?;
-    sys::ip(&[
-        "-n",
-        &gw,
-        "addr",
-        "add",
-        &format!("{GATEWAY_UNDERLAY_IP}/24"),
-        "dev",
-        "ul0",
-    ])
-    .await?;
-    sys::ip(&["-n", &gw, "link", "set", "ul0", "up"]).await?;
+    address_up(&gw, "ul0", &[format!("{GATEWAY_UNDERLAY_IP}/24")]).await?;
     // External leg.
-    sys::ip(&[
-        "-n", &gw, "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", &ext,
-    ])
-    .await?;
-    sys::ip(&[
-        "-n",
-        &gw,
-        "addr",
-        "add",
-        &format!("{GATEWAY_EXTERNAL_IP}/24"),
-        "dev",
-        "ext0",
-    ])
-    .await?;
-    sys::ip(&["-n", &gw, "link", "set", "ext0", "up"]).await?;
-    sys::ip(&[
-        "-n",
-        &ext,
-        "addr",
-        "add",
-        &format!("{EXTERNAL_HOST_IP}/24"),
-        "dev",
-        "eth0",
-    ])
-    .await?;
-    sys::ip(&["-n", &ext, "link", "set", "eth0", "up"]).await?;
+    veth(&gw, "ext0", &ext, "eth0").await?;
+    address_up(&gw, "ext0", &[format!("{GATEWAY_EXTERNAL_IP}/24")]).await?;
+    address_up(&ext, "eth0", &[format!("{EXTERNAL_HOST_IP}/24")]).await?;
     sys::ip(&["-n", &ext, "route", "add", "default", "via", GATEWAY_EXTERNAL_IP]).await?;
     sys::write_sysctl_in(&gw, "net/ipv4/ip_forward", "1")?;
 
@@ -292,22 +234,7 @@ pub async fn build(
     for port in &relay_ports {
         wait_listening(*port).await?;
     }
-    for node in 1.. {
-        let ns = lab.node_ns(node);
-        if !sys::netns_exists(&ns) {
-            break;
-        }
-        sys::ip(&[
-            "-n",
-            &ns,
-            "route",
-            "replace",
-            "default",
-            "via",
-            GATEWAY_UNDERLAY_IP,
-        ])
-        .await?;
-    }
+    route_nodes_via_gateway(lab).await?;
     Ok(GatewayRecord {
         netns: gw,
         external_netns: ext,
@@ -316,7 +243,25 @@ pub async fn build(
     })
 }
 
-/// Points the nodes of another cluster on the same underlay at the gateway.
+/// A veth pair: `dev` in `ns`, `peer` in `peer_ns`.
+async fn veth(ns: &str, dev: &str, peer_ns: &str, peer: &str) -> Result<()> {
+    sys::ip(&[
+        "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", peer, "netns", peer_ns,
+    ])
+    .await?;
+    Ok(())
+}
+
+/// Gives `dev` in `ns` the addresses `cidrs` and sets it up.
+async fn address_up(ns: &str, dev: &str, cidrs: &[String]) -> Result<()> {
+    for cidr in cidrs {
+        sys::ip(&["-n", ns, "addr", "add", cidr, "dev", dev]).await?;
+    }
+    sys::ip(&["-n", ns, "link", "set", dev, "up"]).await?;
+    Ok(())
+}
+
+/// Points the nodes of a cluster on the gateway's underlay at the gateway.
 pub async fn route_nodes_via_gateway(lab: &LabName) -> Result<()> {
     for node in 1.. {
         let ns = lab.node_ns(node);

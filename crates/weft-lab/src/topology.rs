@@ -115,6 +115,37 @@ pub struct UpOptions {
     pub gateway_relay: Option<u16>,
 }
 
+impl Default for UpOptions {
+    /// Two nodes with agents, no manifests, a 30 s CNI bound, one cluster, no gateway.
+    fn default() -> Self {
+        UpOptions {
+            nodes: 2,
+            files: Vec::new(),
+            documents: Vec::new(),
+            namespace: None,
+            cni_timeout: 30,
+            no_agents: false,
+            cluster_objects: Vec::new(),
+            join_underlay: None,
+            gateway: None,
+            gateway_relay: None,
+        }
+    }
+}
+
+/// A name `<prefix><n>` for a throw-away lab (benchmarks), `n` from this process id,
+/// skipping names of labs that exist (they may be another run's: never touched).
+pub async fn free_lab_name(prefix: &str) -> Result<LabName> {
+    let pid = std::process::id();
+    for k in 0..50 {
+        let lab = LabName::new(&format!("{prefix}{}", (pid + k) % 1000))?;
+        if !exists(&lab).await {
+            return Ok(lab);
+        }
+    }
+    bail!("no free lab name {prefix}<n> near {prefix}{}", pid % 1000)
+}
+
 /// True when anything of lab `lab` exists (state dir or a namespace).
 pub async fn exists(lab: &LabName) -> bool {
     if crate::state::state_file(lab).exists() {
