@@ -44,7 +44,16 @@
 //!  another cluster's VIP traffic, DNATed to a local backend (VNI lost with the NAT)
 //!             ─ rule iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend> ─> its table
 //!  node's own packets (ICMP errors, probes) ─ rule to <pod ip> iif lo ─> table T
+//!  ip-fabric-forwarding pod ─ table T: own remote pods <pod>/32 via <peer underlay>
+//!             dev <underlay> onlink (native, no encapsulation); outside the cluster
+//!             ─> main ─> underlay with the pod's own address (no NAT)
+//!  underlay ─ rule iif <underlay> to <local fabric pod> ─> table T
 //! ```
+//!
+//! The underlay device (the one holding [`NodeState::underlay_ip`]) is not known when
+//! rendering: routes and rules name it [`UNDERLAY_DEVICE`], and [`bind_underlay`]
+//! replaces that name with the observed device (from [`crate::kernel::dump`]) before
+//! [`diff`].
 //!
 //! Remote next hops: every remote route goes `via` a per-peer link-local address
 //! ([`peer_next_hops`]) that has one permanent neighbour entry naming the peer's VXLAN
@@ -84,6 +93,11 @@ pub const OVERLAY_MTU: u32 = 1450;
 /// The loopback device; `iif lo` in a rule matches packets the node itself sends.
 pub const LOOPBACK: &str = "lo";
 
+/// Stand-in for the underlay device in a rendered state (routes' `dev`, rules' `iif`);
+/// [`bind_underlay`] replaces it with the device holding the node's underlay address.
+/// Not a valid interface name (`:`), so it never names a real device.
+pub const UNDERLAY_DEVICE: &str = "weft:underlay";
+
 /// Links weft owns, by name.
 pub const OWNED_LINKS: [&str; 2] = [VXLAN_DEVICE, GW_DEVICE];
 
@@ -111,6 +125,12 @@ pub struct KernelState {
     /// DEL): such a route cannot be installed, and retrying it would only fail until
     /// DEL or GC drops the attachment.
     pub devices: BTreeSet<String>,
+    /// Observed only, never owned: the device holding each local IPv4 address (filled by
+    /// [`crate::kernel::dump`]); [`bind_underlay`] finds the underlay device here.
+    pub local_addresses: BTreeMap<IpAddr, String>,
+    /// Desired only: the node's underlay address, whose device replaces
+    /// [`UNDERLAY_DEVICE`] ([`bind_underlay`]).
+    pub underlay_ip: Option<IpAddr>,
 }
 
 impl KernelState {
@@ -419,6 +439,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
         out.sysctls.insert(key, value.to_string());
     }
 
+    out.underlay_ip = state.underlay_ip.filter(IpAddr::is_ipv4);
     let local = match state.underlay_ip {
         Some(ip) => Some(ip),
         None => {
@@ -590,6 +611,24 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                 fwmark: Some(MARK_TO_POD),
             });
         }
+        // IP fabric forwarding: packets from the underlay to the pod (from its peers on
+        // other nodes, or from outside the cluster) enter its table. Only from the
+        // underlay device, so other pods' traffic never matches it.
+        let fabric_here = state
+            .networks
+            .iter()
+            .any(|n| n.table == iface.table && n.ip_fabric_forwarding);
+        if fabric_here {
+            out.rules.insert(RuleSpec {
+                priority: RULE_PREF,
+                table: iface.table,
+                iif: Some(UNDERLAY_DEVICE.to_string()),
+                tun_id: None,
+                dst: Some(IpNet::from(IpAddr::V4(ip))),
+                src: None,
+                fwmark: None,
+            });
+        }
         if backend_here {
             out.rules.insert(RuleSpec {
                 priority: RULE_PREF,
@@ -628,6 +667,20 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
             continue;
         }
         for route in &network.routes {
+            if network.ip_fabric_forwarding
+                && route.network == network.fq_name
+                && let NextHop::Remote { node, .. } = &route.next_hop
+            {
+                render_native(
+                    &mut out,
+                    &mut warnings,
+                    network.table,
+                    route.prefix.trunc(),
+                    node,
+                    state,
+                );
+                continue;
+            }
             render_route(
                 &mut out,
                 &mut warnings,
@@ -860,6 +913,108 @@ fn render_tunnel<'a>(
             }),
         },
     );
+}
+
+/// Renders a route of an ip-fabric-forwarding network to one of its own pods on node
+/// `node`: natively through the underlay (`via <peer underlay> dev <underlay> onlink`),
+/// no encapsulation.
+fn render_native(
+    out: &mut KernelState,
+    warnings: &mut Vec<String>,
+    table: u32,
+    dst: IpNet,
+    node: &str,
+    state: &NodeState,
+) {
+    if !dst.addr().is_ipv4() {
+        warnings.push(format!("table {table}: IPv6 route {dst} skipped (IPv4 only)"));
+        return;
+    }
+    let Some(peer) = state.peers.iter().find(|p| p.node == node) else {
+        warnings.push(format!(
+            "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
+        ));
+        return;
+    };
+    let IpAddr::V4(peer_ip) = peer.underlay_ip else {
+        warnings.push(format!(
+            "table {table}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
+            peer.underlay_ip
+        ));
+        return;
+    };
+    insert_route(
+        out,
+        warnings,
+        RouteSpec {
+            key: RouteKey {
+                table,
+                dst,
+                metric: 0,
+            },
+            kind: RouteKind::Unicast,
+            scope: Scope::Universe,
+            dev: Some(UNDERLAY_DEVICE.to_string()),
+            via: Some(IpAddr::V4(peer_ip)),
+            onlink: true,
+            encap: None,
+        },
+    );
+}
+
+/// Replaces [`UNDERLAY_DEVICE`] in `desired` (routes' `dev`, rules' `iif`) with the
+/// device that holds `desired.underlay_ip` in `actual` ([`KernelState::local_addresses`]).
+/// When no device holds it (or the address is unknown), the routes and rules naming the
+/// underlay are left out, with a warning (pure).
+pub fn bind_underlay(desired: &KernelState, actual: &KernelState) -> (KernelState, Option<String>) {
+    let uses = desired
+        .routes
+        .values()
+        .any(|r| r.dev.as_deref() == Some(UNDERLAY_DEVICE))
+        || desired
+            .rules
+            .iter()
+            .any(|r| r.iif.as_deref() == Some(UNDERLAY_DEVICE));
+    if !uses {
+        return (desired.clone(), None);
+    }
+    let dev = desired
+        .underlay_ip
+        .and_then(|ip| actual.local_addresses.get(&ip))
+        .cloned();
+    let mut out = desired.clone();
+    let warning = match &dev {
+        Some(_) => None,
+        None => Some(match desired.underlay_ip {
+            Some(ip) => format!("no device holds the underlay address {ip}: ip-fabric routes skipped"),
+            None => "the underlay address is unknown: ip-fabric routes skipped".to_string(),
+        }),
+    };
+    out.routes = desired
+        .routes
+        .iter()
+        .filter_map(|(k, r)| {
+            if r.dev.as_deref() != Some(UNDERLAY_DEVICE) {
+                return Some((*k, r.clone()));
+            }
+            let mut r = r.clone();
+            r.dev = Some(dev.clone()?);
+            Some((*k, r))
+        })
+        .collect();
+    out.rules = desired
+        .rules
+        .iter()
+        .filter_map(|r| {
+            if r.iif.as_deref() != Some(UNDERLAY_DEVICE) {
+                return Some(r.clone());
+            }
+            let mut r = r.clone();
+            r.iif = Some(dev.clone()?);
+            Some(r)
+        })
+        .collect();
+    (out, warning)
 }
 
 fn local_route(table: u32, dst: IpNet, host_if: &str) -> RouteSpec {

@@ -133,28 +133,40 @@ pub async fn dump(handle: &Handle) -> Result<KernelState, KernelError> {
         }
     }
 
-    if let Some(&gw_index) = owned_index.get(GW_DEVICE) {
-        let addrs: Vec<AddressMessage> = handle
-            .address()
-            .get()
-            .set_link_index_filter(gw_index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl(format!("listing addresses of {GW_DEVICE}")))?;
-        for msg in addrs.iter().filter(|m| m.header.index == gw_index) {
-            let ip = msg.attributes.iter().find_map(|a| match a {
+    // Every address: the ones on weft-gw are owned; the others only tell which device
+    // holds which address (the underlay device, see `dataplane::bind_underlay`).
+    let addrs: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("listing addresses (ip addr show)"))?;
+    let gw_index = owned_index.get(GW_DEVICE).copied();
+    for msg in &addrs {
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let ip = local.or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Address(ip) => Some(*ip),
                 _ => None,
+            })
+        });
+        let Some(ip @ IpAddr::V4(_)) = ip else {
+            continue;
+        };
+        if let Some(name) = names.get(&msg.header.index) {
+            out.local_addresses.entry(ip).or_insert_with(|| name.clone());
+        }
+        if Some(msg.header.index) == gw_index
+            && let Ok(addr) = IpNet::new(ip, msg.header.prefix_len)
+        {
+            out.addresses.insert(AddressSpec {
+                dev: GW_DEVICE.to_string(),
+                addr,
             });
-            if let Some(ip @ IpAddr::V4(_)) = ip
-                && let Ok(addr) = IpNet::new(ip, msg.header.prefix_len)
-            {
-                out.addresses.insert(AddressSpec {
-                    dev: GW_DEVICE.to_string(),
-                    addr,
-                });
-            }
         }
     }
 
@@ -706,7 +718,11 @@ impl ReconcileReport {
 /// `desired`, [`apply`] the difference. A converged kernel gets no writes at all.
 pub async fn reconcile(handle: &Handle, desired: &KernelState) -> Result<ReconcileReport, KernelError> {
     let actual = dump(handle).await?;
-    let ops = crate::dataplane::diff(desired, &actual);
+    let (desired, warning) = crate::dataplane::bind_underlay(desired, &actual);
+    if let Some(w) = warning {
+        tracing::debug!(warning = %w, "underlay device not bound");
+    }
+    let ops = crate::dataplane::diff(&desired, &actual);
     for op in &ops {
         tracing::debug!(op = %op, "applying");
     }

@@ -542,19 +542,21 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
         }
     }
     // Reaching the outside: attached pods of tables that let traffic out, with their
-    // floating IPs (1:1 NAT) or, in fabric-SNAT networks, the node's address.
+    // floating IPs (1:1 NAT) or, in fabric-SNAT networks, the node's address; pods of
+    // ip-fabric-forwarding networks leave with their own address (no NAT, not confined).
     let outside_of = |table: u32| {
         state
             .networks
             .iter()
             .find(|n| n.table == table)
-            .and_then(|n| n.outside.as_ref())
+            .and_then(|n| n.outside.as_ref().map(|o| (o, n.ip_fabric_forwarding)))
     };
     let mut snat_sources: Vec<Ipv4Addr> = Vec::new();
     let mut floating: Vec<(Ipv4Addr, Vec<Ipv4Addr>)> = Vec::new();
     let mut confined: Vec<Ipv4Addr> = Vec::new();
     for i in &state.interfaces {
-        let (Some(outside), Some(_), IpAddr::V4(ip)) = (outside_of(i.table), attachments.get(&i.key()), i.ip)
+        let (Some((outside, fabric_forwarding)), Some(_), IpAddr::V4(ip)) =
+            (outside_of(i.table), attachments.get(&i.key()), i.ip)
         else {
             continue;
         };
@@ -570,7 +572,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
             floating.push((ip, fips));
         } else if outside.fabric_snat {
             snat_sources.push(ip);
-        } else {
+        } else if !fabric_forwarding {
             confined.push(ip);
         }
     }

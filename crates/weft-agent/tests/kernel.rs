@@ -201,6 +201,7 @@ fn network(vni: u32, routes: Vec<NodeRoute>) -> NodeNetwork {
         gateway: Some(addr("10.47.255.254")),
         routes,
         outside: None,
+        ip_fabric_forwarding: false,
     }
 }
 

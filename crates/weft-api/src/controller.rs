@@ -654,7 +654,10 @@ impl Controller {
                 .interfaces
                 .iter()
                 .any(|i| i.network == network.fq_name && !i.floating_ips.is_empty());
-            if fabric_snat || floating {
+            // IP fabric forwarding: destinations outside the cluster leave through the
+            // underlay with the pod's own address (no SNAT; the agent does not confine
+            // these pods).
+            if fabric_snat || floating || network.ip_fabric_forwarding {
                 network.outside = Some(weft_model::node::Outside {
                     cluster_subnets: inputs.cluster_subnets.clone(),
                     fabric_snat,

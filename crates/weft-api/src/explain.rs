@@ -449,6 +449,10 @@ pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation
     let (routed, text) = describe_route(&state, table, dst_ip, false);
     // Outside the cluster: a table that lets traffic out has no route there, so the
     // lookup goes on to the node's main table (the underlay), with NAT on the way out.
+    let fabric_forwarding = state
+        .networks
+        .iter()
+        .any(|n| n.table == table && n.ip_fabric_forwarding);
     let outside = state
         .networks
         .iter()
@@ -465,7 +469,11 @@ pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation
         let node_ip = state
             .underlay_ip
             .map_or_else(|| "the node".to_string(), |ip| ip.to_string());
-        let nat = match (fips.first(), outside.fabric_snat) {
+        let nat = match (fips.first(), outside.fabric_snat || fabric_forwarding) {
+            (None, true) if fabric_forwarding => format!(
+                "{dst_ip} is outside the cluster: network {} uses ip-fabric forwarding, so the node's main table sends it to the underlay with the pod's own address (no NAT)",
+                src.network
+            ),
             (Some(fip), _) => format!(
                 "{dst_ip} is outside the cluster: no route in table {table}, so the node's main table sends it to the underlay; nftables SNATs it to the pod's floating IP {fip} (1:1 NAT; replies are un-NATed and routed back by the pod's table)"
             ),

@@ -311,6 +311,12 @@ pub struct NodeNetwork {
     /// for every destination it has no route to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outside: Option<Outside>,
+    /// IP fabric forwarding (`opencontrail.org/ip_fabric_forwarding`): the network's own
+    /// pods on other nodes are reached natively through the underlay (no VXLAN), packets
+    /// from the underlay to its local pods enter its table, and destinations outside the
+    /// cluster leave through the underlay with the pod's own address (no NAT).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ip_fabric_forwarding: bool,
 }
 
 /// How a network's pods reach the outside.

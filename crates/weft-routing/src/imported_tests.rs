@@ -30,6 +30,7 @@ fn state() -> NodeState {
                 service_only: false,
             }],
             outside: None,
+            ip_fabric_forwarding: false,
         }],
         interfaces: vec![],
         services: vec![],

@@ -227,6 +227,7 @@ pub fn compile_node_state_with_services(
             gateway: network.gateway,
             routes: routes.into_values().collect(),
             outside: None,
+            ip_fabric_forwarding: network.ip_fabric_forwarding,
         });
     }
     tables.sort_by(|a, b| (a.vni, &a.fq_name).cmp(&(b.vni, &b.fq_name)));

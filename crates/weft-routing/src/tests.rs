@@ -911,3 +911,16 @@ fn services_do_not_change_the_state_without_services() {
     assert_eq!(a, b);
     assert!(a.services.is_empty() && a.service_routes.is_empty());
 }
+
+#[test]
+fn ip_fabric_forwarding_is_carried_into_the_node_table() {
+    let mut networks = isolation_networks();
+    networks[2].ip_fabric_forwarding = true;
+    let interfaces = vec![
+        iface("iso", "a", Some("node-1"), ISO_POD, "10.64.0.2"),
+        iface("default", "b", Some("node-1"), DEFAULT_POD, "10.47.255.252"),
+    ];
+    let s = compile_node_state("node-1", 1, &networks, &interfaces, &two_nodes());
+    assert!(table(&s, ISO_POD).ip_fabric_forwarding);
+    assert!(!table(&s, DEFAULT_POD).ip_fabric_forwarding);
+}

@@ -67,6 +67,7 @@ fn network(vni: u32, routes: Vec<NodeRoute>) -> NodeNetwork {
         gateway: Some(ip("10.47.255.254")),
         routes,
         outside: None,
+        ip_fabric_forwarding: false,
     }
 }
 
@@ -542,4 +543,119 @@ fn imported_routes_tunnel_straight_to_the_external_vtep() {
     assert_eq!(kernel.neighbours.len(), 2);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("192.0.2.31"), "{warnings:?}");
+}
+
+/// `node2()` with network 1 in ip-fabric-forwarding mode (outside set as the controller
+/// does), and network 4 connected to it (a leaked route to pod A on n1 through VNI 1).
+fn fabric_node2() -> NodeState {
+    let mut s = node2();
+    s.networks[0].ip_fabric_forwarding = true;
+    s.networks[0].outside = Some(weft_model::node::Outside {
+        cluster_subnets: vec![net("10.32.0.0/12")],
+        fabric_snat: false,
+    });
+    s.networks[1].routes.push(remote("n1", "10.47.255.252/32", 1));
+    s
+}
+
+#[test]
+fn ip_fabric_forwarding_routes_own_pods_natively_through_the_underlay() {
+    let state = fabric_node2();
+    let (d, warnings) = render(&state, &attached(&["b", "c"]));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let t1 = vn_table(Vni(1));
+    let t4 = vn_table(Vni(4));
+    let key = |table, dst| RouteKey {
+        table,
+        dst: net(dst),
+        metric: 0,
+    };
+    // Own remote pod: natively via the peer's underlay address, no encapsulation.
+    let native = &d.routes[&key(t1, "10.47.255.252/32")];
+    assert_eq!(native.dev.as_deref(), Some(UNDERLAY_DEVICE));
+    assert_eq!(native.via, Some(ip("192.0.2.1")));
+    assert!(native.onlink);
+    assert_eq!(native.encap, None);
+    // The connected network still goes through the overlay.
+    let leaked = &d.routes[&key(t4, "10.47.255.252/32")];
+    assert_eq!(leaked.dev.as_deref(), Some(VXLAN_DEVICE));
+    assert!(leaked.encap.is_some());
+    // Only the cluster's ranges fail fast: everything else falls through to main.
+    assert_eq!(d.routes[&key(t1, "10.32.0.0/12")].kind, RouteKind::Unreachable);
+    assert!(!d.routes.contains_key(&key(t1, "0.0.0.0/0")));
+    assert!(d.routes.contains_key(&key(t4, "0.0.0.0/0")));
+    // From the underlay to the local fabric pod only; no unconditional `to <pod>` rule.
+    assert!(
+        d.rules
+            .contains(&rule(t1, UNDERLAY_DEVICE, None, Some("10.47.255.251/32")))
+    );
+    assert!(
+        !d.rules
+            .iter()
+            .any(|r| r.iif.is_none() && r.fwmark.is_none() && r.dst.is_some())
+    );
+    assert!(
+        !d.rules
+            .iter()
+            .any(|r| r.iif.as_deref() == Some(UNDERLAY_DEVICE) && r.table == t4),
+        "network 4 is not fabric-forwarded"
+    );
+    assert_eq!(d.underlay_ip, Some(ip("192.0.2.2")));
+}
+
+#[test]
+fn the_underlay_device_is_bound_from_the_observed_addresses() {
+    let (d, _) = render(&fabric_node2(), &attached(&["b", "c"]));
+    let t1 = vn_table(Vni(1));
+    let mut actual = KernelState::default();
+    actual.local_addresses.insert(ip("192.0.2.2"), "ul0".into());
+    actual.devices.insert("ul0".into());
+    let (bound, warning) = bind_underlay(&d, &actual);
+    assert_eq!(warning, None);
+    assert!(
+        bound
+            .rules
+            .contains(&rule(t1, "ul0", None, Some("10.47.255.251/32")))
+    );
+    assert!(
+        !bound
+            .rules
+            .iter()
+            .any(|r| r.iif.as_deref() == Some(UNDERLAY_DEVICE))
+    );
+    let native = &bound.routes[&RouteKey {
+        table: t1,
+        dst: net("10.47.255.252/32"),
+        metric: 0,
+    }];
+    assert_eq!(native.dev.as_deref(), Some("ul0"));
+    // Converged once applied: nothing to do.
+    let mut applied = bound.clone();
+    applied.underlay_ip = None;
+    applied.local_addresses = actual.local_addresses.clone();
+    applied.devices = ["ul0", "wefta", "weftb", "weftc"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (again, _) = bind_underlay(&d, &applied);
+    assert!(diff(&again, &applied).is_empty(), "{:?}", diff(&again, &applied));
+
+    // No device holds the underlay address: the underlay routes and rules are left out.
+    let (unbound, warning) = bind_underlay(&d, &KernelState::default());
+    assert!(warning.is_some());
+    assert!(
+        !unbound
+            .routes
+            .values()
+            .any(|r| r.dev.as_deref() == Some(UNDERLAY_DEVICE))
+    );
+    assert!(
+        !unbound
+            .rules
+            .iter()
+            .any(|r| r.iif.as_deref() == Some(UNDERLAY_DEVICE))
+    );
+    // A state without fabric networks is returned as is.
+    let plain = desired(&node2(), &attached(&["b", "c"]));
+    assert_eq!(bind_underlay(&plain, &KernelState::default()), (plain, None));
 }

@@ -147,6 +147,7 @@ fn state() -> NodeState {
                     ),
                 ],
                 outside: None,
+                ip_fabric_forwarding: false,
             },
             NodeNetwork {
                 fq_name: "net3".into(),
@@ -162,6 +163,7 @@ fn state() -> NodeState {
                     false,
                 )],
                 outside: None,
+                ip_fabric_forwarding: false,
             },
         ],
         interfaces: vec![
@@ -827,6 +829,44 @@ fn pods_without_a_way_out_are_refused_where_only_fip_pods_may_leave() {
         .join("\n");
     assert!(
         fwd.contains("10.47.255.249") && fwd.contains("admin-prohibited"),
+        "{fwd}"
+    );
+}
+
+#[test]
+fn ip_fabric_forwarding_pods_leave_un_natted_and_are_not_confined() {
+    let mut s = outside_state(false, &[]);
+    s.networks[0].ip_fabric_forwarding = true;
+    let (t, _) = render(&s, &attached());
+    let t = t.unwrap();
+    let fwd = rules_of(&t, "filter-forward")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !(fwd.contains("10.47.255.252") && fwd.contains("admin-prohibited")),
+        "{fwd}"
+    );
+    let post = rules_of(&t, "nat-postrouting")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !post.contains("56000") && !post.contains("192.0.2.11"),
+        "no SNAT to the node for the fabric pod: {post}"
+    );
+    // Without the flag the same pod is confined.
+    s.networks[0].ip_fabric_forwarding = false;
+    let (t, _) = render(&s, &attached());
+    let fwd = rules_of(&t.unwrap(), "filter-forward")
+        .iter()
+        .map(|r| json(&r.expr))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        fwd.contains("10.47.255.252") && fwd.contains("admin-prohibited"),
         "{fwd}"
     );
 }
