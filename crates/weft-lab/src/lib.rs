@@ -45,8 +45,10 @@
 //! `bench` (CNI latency), [`bench_throughput`] (goodput vs VXLAN and veth) and
 //! [`bench_policy`] (policy and service costs).
 //!
-//! Not yet: secondary interfaces (`k8s.v1.cni.cncf.io/networks`) are not attached —
-//! the lab runs CNI ADD for `eth0` only.
+//! Secondary interfaces (`k8s.v1.cni.cncf.io/networks`): after `eth0` the lab runs one
+//! CNI ADD per further interface the controller gave the pod (`net1`, `net2` …), as
+//! Multus calls its delegates, and records the Multus-style network status in
+//! `state.json` (`weft lab status -o json`); DEL goes in reverse order.
 
 pub mod bench_outside;
 pub mod bench_policy;

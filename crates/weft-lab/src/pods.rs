@@ -86,6 +86,7 @@ pub async fn run_cni(
     container_id: &str,
     netns: Option<&str>,
     pod: (&str, &str),
+    if_name: &str,
     config: &[u8],
 ) -> Result<CniRun> {
     let node = state.node(node_index)?;
@@ -103,7 +104,7 @@ pub async fn run_cni(
     };
     cmd.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
-        .env("CNI_IFNAME", "eth0")
+        .env("CNI_IFNAME", if_name)
         .env("CNI_PATH", cni_path)
         .env(
             "CNI_ARGS",
@@ -128,6 +129,67 @@ pub async fn run_cni(
         output,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// Attaches the pod's secondary interfaces (those the controller gave it besides eth0,
+/// `net1`, `net2` … in order) by one CNI ADD each, as Multus calls its delegates, and
+/// records them and the Multus-style network status in `rec`.
+async fn attach_secondary(state: &LabState, rec: &mut PodRecord, config: &Value) -> Result<()> {
+    let client = weft_api::client::ApiClient::new(&state.controller.url);
+    let mut ifaces: Vec<weft_model::InterfaceAttachment> = client
+        .derived("interfaces", Some(&rec.namespace))
+        .await
+        .context("asking the controller for the pod's interfaces")?
+        .into_iter()
+        .filter_map(|d| match d {
+            weft_model::DerivedObject::Interface(i) if i.pod == rec.pod => Some(i),
+            _ => None,
+        })
+        .collect();
+    ifaces.sort_by(|a, b| (!a.primary, &a.interface).cmp(&(!b.primary, &b.interface)));
+    let mut status = Vec::new();
+    for i in &ifaces {
+        let result = if i.interface == "eth0" {
+            rec.cni_result.clone()
+        } else {
+            let run = run_cni(
+                state,
+                rec.node_index,
+                "ADD",
+                &rec.container_id,
+                Some(&rec.netns),
+                (&rec.namespace, &rec.pod),
+                &i.interface,
+                config.to_string().as_bytes(),
+            )
+            .await?;
+            if run.code != 0 {
+                bail!("CNI ADD of {} failed: {}", i.interface, run.error_text());
+            }
+            rec.secondary.push(crate::state::SecondaryInterface {
+                if_name: i.interface.clone(),
+                network: i.network.clone(),
+                ip: Some(i.ip.to_string()),
+                cni_result: run.output.clone(),
+            });
+            run.output
+        };
+        let mac = result["interfaces"]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["sandbox"].is_string()))
+            .and_then(|x| x["mac"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        status.push(serde_json::json!({
+            "name": i.network,
+            "interface": i.interface,
+            "ips": [i.ip.to_string()],
+            "mac": mac,
+            "default": i.primary,
+        }));
+    }
+    rec.network_status = Value::Array(status);
+    Ok(())
 }
 
 /// A Pod document, as the lab sees it.
@@ -244,15 +306,6 @@ pub async fn apply_docs(
             continue;
         };
         let key = format!("{}/{}", p.namespace, p.name);
-        if doc.object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
-            .as_str()
-            .is_some_and(|n| !n.trim().is_empty())
-        {
-            progress.step(&format!(
-                "note: pod {key} asks for secondary interfaces (k8s.v1.cni.cncf.io/networks); \
-                 the lab attaches eth0 only, for now"
-            ));
-        }
         let existing = state.pods.get(&key).map(|r| r.node.clone());
         let node = match (&p.node, existing) {
             (Some(want), Some(have)) if *want != have => {
@@ -415,6 +468,8 @@ async fn ensure_pod(
         echo_pid: None,
         cni_result: Value::Null,
         cni_add_ms: 0.0,
+        secondary: Vec::new(),
+        network_status: Value::Null,
     };
     if sys::netns_exists(&netns) {
         // A leftover of an earlier, interrupted attempt.
@@ -437,6 +492,7 @@ async fn ensure_pod(
             &container_id,
             Some(&netns),
             (&p.namespace, &p.name),
+            "eth0",
             config.to_string().as_bytes(),
         )
         .await?;
@@ -451,6 +507,7 @@ async fn ensure_pod(
             .with_context(|| format!("CNI ADD result has no ips[0].address: {}", run.output))?;
         rec.ip = Some(ip);
         rec.cni_result = run.output;
+        attach_secondary(&snapshot, &mut rec, &config).await?;
         rec.echo_pid = Some(start_echo(&snapshot, &rec).await?);
         anyhow::Ok(())
     };
@@ -527,20 +584,36 @@ pub async fn teardown(state: &LabState, rec: &PodRecord) -> Result<Duration> {
     let config = cni_config(state, rec.node_index, 5)?;
     let netns = sys::netns_exists(&rec.netns).then_some(rec.netns.as_str());
     let del_start = Instant::now();
-    let run = run_cni(
-        state,
-        rec.node_index,
-        "DEL",
-        &rec.container_id,
-        netns,
-        (&rec.namespace, &rec.pod),
-        config.to_string().as_bytes(),
-    )
-    .await?;
-    let took = del_start.elapsed();
-    if run.code != 0 {
-        bail!("CNI DEL for {} failed: {}", rec.key(), run.error_text());
+    // Secondary interfaces first (reverse order), then eth0, as Multus does.
+    let names: Vec<&str> = rec
+        .secondary
+        .iter()
+        .rev()
+        .map(|s| s.if_name.as_str())
+        .chain(["eth0"])
+        .collect();
+    for if_name in names {
+        let run = run_cni(
+            state,
+            rec.node_index,
+            "DEL",
+            &rec.container_id,
+            netns,
+            (&rec.namespace, &rec.pod),
+            if_name,
+            config.to_string().as_bytes(),
+        )
+        .await?;
+        if run.code != 0 {
+            bail!(
+                "CNI DEL of {} for {} failed: {}",
+                if_name,
+                rec.key(),
+                run.error_text()
+            );
+        }
     }
+    let took = del_start.elapsed();
     for pid in sys::netns_pids(&rec.netns).await {
         let _ = sys::terminate(&[pid], Duration::from_secs(1)).await;
     }
@@ -652,6 +725,7 @@ pub async fn cni_command(lab: &LabName, pod: &str, command: &str, config: Option
         &rec.container_id,
         netns,
         (&rec.namespace, &rec.pod),
+        "eth0",
         &config,
     )
     .await?;

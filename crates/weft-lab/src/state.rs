@@ -115,6 +115,28 @@ pub struct PodRecord {
     /// How long CNI ADD took (ms).
     #[serde(default)]
     pub cni_add_ms: f64,
+    /// Secondary interfaces (`net1`, `net2` …: `k8s.v1.cni.cncf.io/networks`), attached
+    /// after eth0 by one CNI ADD each, as Multus does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary: Vec<SecondaryInterface>,
+    /// What Multus would write into the pod's `k8s.v1.cni.cncf.io/network-status`
+    /// annotation: one entry per interface (network name, interface, ips, mac, default).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub network_status: serde_json::Value,
+}
+
+/// One secondary interface of a lab pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecondaryInterface {
+    /// Interface name in the pod.
+    pub if_name: String,
+    /// FQ name of its network.
+    pub network: String,
+    /// Its address (without prefix length).
+    pub ip: Option<String>,
+    /// The CNI ADD result.
+    pub cni_result: serde_json::Value,
 }
 
 impl PodRecord {
