@@ -77,6 +77,18 @@ impl CniRun {
     }
 }
 
+/// Which pod interface a CNI call is for (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`,
+/// `CNI_IFNAME`).
+#[derive(Debug, Clone, Copy)]
+pub struct CniPod<'a> {
+    /// Pod namespace.
+    pub namespace: &'a str,
+    /// Pod name.
+    pub name: &'a str,
+    /// Interface in the pod.
+    pub if_name: &'a str,
+}
+
 /// Runs the CNI plugin inside node `node_index`'s namespace with the runtime's
 /// environment and `config` on stdin.
 pub async fn run_cni(
@@ -85,8 +97,7 @@ pub async fn run_cni(
     command: &str,
     container_id: &str,
     netns: Option<&str>,
-    pod: (&str, &str),
-    if_name: &str,
+    pod: CniPod<'_>,
     config: &[u8],
 ) -> Result<CniRun> {
     let node = state.node(node_index)?;
@@ -104,13 +115,13 @@ pub async fn run_cni(
     };
     cmd.env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
-        .env("CNI_IFNAME", if_name)
+        .env("CNI_IFNAME", pod.if_name)
         .env("CNI_PATH", cni_path)
         .env(
             "CNI_ARGS",
             format!(
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container_id}",
-                pod.0, pod.1
+                pod.namespace, pod.name
             ),
         );
     match netns {
@@ -158,8 +169,11 @@ async fn attach_secondary(state: &LabState, rec: &mut PodRecord, config: &Value)
                 "ADD",
                 &rec.container_id,
                 Some(&rec.netns),
-                (&rec.namespace, &rec.pod),
-                &i.interface,
+                CniPod {
+                    namespace: &rec.namespace,
+                    name: &rec.pod,
+                    if_name: &i.interface,
+                },
                 config.to_string().as_bytes(),
             )
             .await?;
@@ -491,8 +505,11 @@ async fn ensure_pod(
             "ADD",
             &container_id,
             Some(&netns),
-            (&p.namespace, &p.name),
-            "eth0",
+            CniPod {
+                namespace: &p.namespace,
+                name: &p.name,
+                if_name: "eth0",
+            },
             config.to_string().as_bytes(),
         )
         .await?;
@@ -599,8 +616,11 @@ pub async fn teardown(state: &LabState, rec: &PodRecord) -> Result<Duration> {
             "DEL",
             &rec.container_id,
             netns,
-            (&rec.namespace, &rec.pod),
-            if_name,
+            CniPod {
+                namespace: &rec.namespace,
+                name: &rec.pod,
+                if_name,
+            },
             config.to_string().as_bytes(),
         )
         .await?;
@@ -724,8 +744,11 @@ pub async fn cni_command(lab: &LabName, pod: &str, command: &str, config: Option
         command,
         &rec.container_id,
         netns,
-        (&rec.namespace, &rec.pod),
-        "eth0",
+        CniPod {
+            namespace: &rec.namespace,
+            name: &rec.pod,
+            if_name: "eth0",
+        },
         &config,
     )
     .await?;
