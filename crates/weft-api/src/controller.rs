@@ -1083,10 +1083,40 @@ pub async fn check_store(store: &dyn ConfigStore) -> Result<ConsistencyReport, C
                         format!("Service {}/{}", s.namespace, s.name),
                     );
                 }
+                if let Some(network) = &s.fip_network {
+                    for fip in &s.floating_ips {
+                        claim(
+                            &mut report,
+                            network,
+                            *fip,
+                            format!("Service {}/{} floating IP", s.namespace, s.name),
+                        );
+                    }
+                }
                 if !inputs.contains_key(&InputKey::namespaced(InputKind::Service, &s.namespace, &s.name)) {
                     report.problems.push(format!(
                         "service record {}/{} has no Service",
                         s.namespace, s.name
+                    ));
+                }
+            }
+            DerivedObject::FloatingIp(f) => {
+                if let (Some(ip), Some(network)) = (f.ip, &f.network) {
+                    claim(
+                        &mut report,
+                        network,
+                        ip,
+                        format!("FloatingIp {}/{}", f.namespace, f.name),
+                    );
+                }
+                if !inputs.contains_key(&InputKey::namespaced(
+                    InputKind::FloatingIp,
+                    &f.namespace,
+                    &f.name,
+                )) {
+                    report.problems.push(format!(
+                        "floating IP record {}/{} has no FloatingIp (leaked address {:?})",
+                        f.namespace, f.name, f.ip
                     ));
                 }
             }
@@ -1210,6 +1240,37 @@ mod tests {
                 .problems
                 .is_empty()
         );
+    }
+
+    /// Floating IPs are addresses too: the consistency check counts them, and a stored
+    /// FIP record whose FloatingIp is gone is a leak.
+    #[tokio::test]
+    async fn consistency_counts_floating_ips() {
+        let store: Arc<dyn ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store.clone(), "memory").await.expect("open");
+        let objects = vec![
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "annotations": {
+                "opencontrail.org/fip-pool": "{\"domain\":\"default-domain\",\"project\":\"k8s-default\",\"network\":\"public\",\"name\":\"pool\"}"}}}),
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork", "metadata": {"name": "public", "namespace": "default"},
+                   "spec": {"subnets": ["198.51.100.0/24"]}}),
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIpPool", "metadata": {"name": "pool", "namespace": "default"},
+                   "spec": {"network": "public"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default", "labels": {"app": "p"}},
+                   "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp", "metadata": {"name": "p", "namespace": "default"},
+                   "spec": {"pool": "pool", "pod": "p"}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb", "namespace": "default"},
+                   "spec": {"type": "LoadBalancer", "selector": {"app": "p"}, "ports": [{"port": 80}]}}),
+        ];
+        let report = c
+            .apply(crate::types::ApplyRequest::from_objects("test", objects), false)
+            .await
+            .expect("apply");
+        assert_eq!(report.errors(), 0, "{report:#?}");
+        let check = c.consistency().await.expect("check");
+        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        // eth0 of p, the VIP, the service's FIP and the pod's FIP.
+        assert_eq!(check.addresses, 4, "{check:?}");
     }
 
     #[tokio::test]
