@@ -13,13 +13,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{Lab, require_root};
+use support::{Lab, first_peer, holding_server, ip_in, pod_ip, require_root, wait_gateway_route};
 
 /// Prefix of this file's lab names.
 const LAB_PREFIX: char = 'i';
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_lab::echo::{Proto, whoami_from_netns};
 
@@ -53,15 +53,6 @@ spec:
   ports: [{port: 8080, targetPort: 80}]
 "#;
 
-/// The address of pod `ns/name` (from `weft lab status`).
-fn pod_ip(lab: &Lab, pod: &str) -> IpAddr {
-    let status = lab.status();
-    status["pods"][pod]["ip"]
-        .as_str()
-        .and_then(|s| s.split('/').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no address for {pod}: {:#}", status["pods"][pod]))
-}
-
 /// True when `ip` is in the cluster's default `ipFabricSubnets`.
 fn in_fabric_subnet(ip: IpAddr) -> bool {
     let (net, len) = weft_model::config::DEFAULT_IP_FABRIC_SUBNET
@@ -71,16 +62,6 @@ fn in_fabric_subnet(ip: IpAddr) -> bool {
     let len: u32 = len.parse().unwrap();
     let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
     matches!(ip, IpAddr::V4(v4) if u32::from(v4) & mask == u32::from(net) & mask)
-}
-
-/// Output of `ip -n NETNS ARGS…`.
-fn ip_in(netns: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("ip")
-        .args(["-n", netns])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// Packets sent so far by `dev` in `netns`.
@@ -94,26 +75,6 @@ fn tx_packets(netns: &str, dev: &str) -> u64 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("tx_packets of {dev} in {netns}: {out:?}"))
-}
-
-/// The gateway's route to `dst`, waiting at most 30 s for one via `hop`.
-fn wait_gateway_route(lab: &Lab, dst: IpAddr, hop: &str) {
-    let gw = format!("wl-{}-gw", lab.name);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let routes = ip_in(&gw, &["route", "show"]);
-        if routes
-            .lines()
-            .any(|l| l.starts_with(&format!("{dst} ")) && l.contains(&format!("via {hop} ")))
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway has no route to {dst} via {hop}:\n{routes}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -200,7 +161,7 @@ fn fabric_forwarded_pods_are_routed_natively_in_the_underlay() {
     );
 
     // The external host reaches b at its pod address (the gateway learned it over BGP).
-    wait_gateway_route(&lab, b_ip, &n2_ip.to_string());
+    wait_gateway_route(&lab, &n2_ip.to_string(), |ip| ip == b_ip);
     let ext = format!("wl-{}-ext", lab.name);
     for _ in 0..3 {
         let who = whoami_from_netns(
@@ -215,26 +176,13 @@ fn fabric_forwarded_pods_are_routed_natively_in_the_underlay() {
 
     // a reaches the external host with its own address as source (no NAT).
     let server: SocketAddr = "203.0.113.10:9100".parse().unwrap();
-    let path = format!("/run/netns/{ext}");
-    let listener = weft_cni::run_in_netns(&path, move || std::net::TcpListener::bind(server))
-        .unwrap()
-        .unwrap();
-    listener.set_nonblocking(true).unwrap();
+    let accepted = holding_server(&ext, server);
     let out = weft_cni::run_in_netns(format!("/run/netns/{a_ns}"), move || {
         std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2))
     })
     .unwrap()
     .expect("fabric pod -> external host");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let peer = loop {
-        match listener.accept() {
-            Ok((_, peer)) => break peer,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("accept on the external host: {e}"),
-        }
-    };
+    let peer = first_peer(&accepted).expect("the external host accepted nothing");
     assert_eq!(peer.ip(), a_ip, "source seen outside");
     drop(out);
 }

@@ -12,12 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{Lab, require_root};
+use support::{Lab, pod_ip, require_root, wait_gateway_route};
 
 /// Prefix of this file's lab names (the support module's default naming).
 const LAB_PREFIX: char = 'f';
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use weft_lab::echo::{Proto, whoami_from_netns};
@@ -50,14 +50,6 @@ spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
 ";
-
-fn pod_ip(lab: &Lab, pod: &str) -> IpAddr {
-    lab.status()["pods"][pod]["ip"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no address for {pod} in lab {}", lab.name))
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn a_pod_reaches_a_pod_and_a_cluster_ip_service_of_the_other_cluster() {
@@ -129,31 +121,8 @@ fn a_pod_reaches_a_pod_and_a_cluster_ip_service_of_the_other_cluster() {
     // The gateway router (FRR in its own namespace, peered with both controllers) has
     // installed every /32 in its kernel with the hosting node as next hop.
     if frr {
-        let gw = format!("wl-{}-gw", first.name);
-        let want = [(client, "192.0.2.11"), (web, "192.0.2.112"), (vip, "192.0.2.112")];
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = std::process::Command::new("ip")
-                .args(["-n", &gw, "route", "show"])
-                .output()
-                .unwrap();
-            let routes = String::from_utf8_lossy(&out.stdout).to_string();
-            let missing: Vec<_> = want
-                .iter()
-                .filter(|(ip, hop)| {
-                    !routes
-                        .lines()
-                        .any(|l| l.starts_with(&format!("{ip} ")) && l.contains(&format!("via {hop} ")))
-                })
-                .collect();
-            if missing.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "gateway routes lack {missing:?}:\n{routes}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
+        for (ip, hop) in [(client, "192.0.2.11"), (web, "192.0.2.112"), (vip, "192.0.2.112")] {
+            wait_gateway_route(&first, hop, |r| r == ip);
         }
     }
 

@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-use support::{Lab, require_root};
+use support::{Lab, first_peer, holding_server, require_root, wait_gateway_route};
 
 /// Prefix of this file's lab names.
 const LAB_PREFIX: char = 'o';
@@ -81,26 +81,7 @@ fn an_external_host_reaches_a_load_balancer_service_on_its_floating_ip() {
     assert!(fip.to_string().starts_with("198.51.100."), "{fip}");
 
     // The gateway learns the FIP with node-2 (the backend's node) as next hop.
-    let gw = format!("wl-{}-gw", lab.name);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &gw, "route", "show"])
-            .output()
-            .unwrap();
-        let routes = String::from_utf8_lossy(&out.stdout).to_string();
-        if routes
-            .lines()
-            .any(|l| l.starts_with(&format!("{fip} ")) && l.contains("via 192.0.2.12 "))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway has no route to {fip} via node-2:\n{routes}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_gateway_route(&lab, "192.0.2.12", |ip| ip == fip);
 
     // The external host reaches the service on the FIP; the backend answers.
     let ext = format!("wl-{}-ext", lab.name);
@@ -133,68 +114,6 @@ kind: Pod
 metadata: {name: p, namespace: iso}
 spec: {nodeName: node-1, containers: [{name: c, image: x}]}
 "#;
-
-/// A TCP server in namespace `netns` on `addr` that accepts and holds every connection
-/// (the test's own thread; ends with the test process). Counts them, and keeps the
-/// first peer address.
-fn holding_server(netns: &str, addr: SocketAddr) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    holding_server_with_peers(netns, addr).0
-}
-
-type Peers = std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>;
-
-fn holding_server_with_peers(
-    netns: &str,
-    addr: SocketAddr,
-) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, Peers) {
-    let path = format!("/run/netns/{netns}");
-    let listener = weft_cni::run_in_netns(&path, move || std::net::TcpListener::bind(addr))
-        .unwrap()
-        .unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let peers: Peers = Default::default();
-    let (count, seen) = (accepted.clone(), peers.clone());
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            if let Ok(peer) = s.peer_addr()
-                && let Ok(mut p) = seen.lock()
-                && p.len() < 16
-            {
-                p.push(peer);
-            }
-            held.push(s);
-            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
-    (accepted, peers)
-}
-
-/// The gateway's route to a /32 in `prefix` (e.g. `198.51.100.`) via `hop`, waiting at
-/// most 30 s; the address.
-fn gateway_route(lab: &Lab, prefix: &str, hop: &str) -> IpAddr {
-    let gw = format!("wl-{}-gw", lab.name);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &gw, "route", "show"])
-            .output()
-            .unwrap();
-        let routes = String::from_utf8_lossy(&out.stdout).to_string();
-        if let Some(ip) = routes
-            .lines()
-            .filter(|l| l.starts_with(prefix) && l.contains(&format!("via {hop} ")))
-            .find_map(|l| l.split_whitespace().next()?.parse().ok())
-        {
-            return ip;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway has no {prefix}* route via {hop}:\n{routes}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 const POD_FIP: &str = r#"
 apiVersion: weft.dev/v1alpha1
@@ -235,7 +154,8 @@ fn a_pods_floating_ip_works_both_ways_and_follows_the_pod_to_another_node() {
     lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
     lab.wait();
     let ext = format!("wl-{}-ext", lab.name);
-    let fip = gateway_route(&lab, "198.51.100.", "192.0.2.11");
+    let in_pool = |ip: IpAddr| ip.to_string().starts_with("198.51.100.");
+    let fip = wait_gateway_route(&lab, "192.0.2.11", in_pool);
     // In: the external host opens a connection to the FIP.
     let who = whoami_from_netns(
         &ext,
@@ -247,19 +167,15 @@ fn a_pods_floating_ip_works_both_ways_and_follows_the_pod_to_another_node() {
     assert_eq!(who, "default/db");
     // Out: the pod opens one to the external host, which sees the FIP as the source.
     let server: SocketAddr = "203.0.113.10:9100".parse().unwrap();
-    let (_, peers) = holding_server_with_peers(&ext, server);
+    let accepted = holding_server(&ext, server);
     let db_ns = lab.pod_netns("default/db");
     let out = weft_cni::run_in_netns(format!("/run/netns/{db_ns}"), move || {
         std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2))
     })
     .unwrap()
     .expect("pod with a FIP -> external host");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while peers.lock().unwrap().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert_eq!(
-        peers.lock().unwrap().first().map(|p| p.ip()),
+        first_peer(&accepted).map(|p| p.ip()),
         Some(fip),
         "source seen outside"
     );
@@ -268,7 +184,7 @@ fn a_pods_floating_ip_works_both_ways_and_follows_the_pod_to_another_node() {
     // The pod is re-created on node-2: the FIP's route moves, and it answers there.
     lab.delete("db.yaml", &db_pod("node-1"));
     lab.apply("db.yaml", &db_pod("node-2"));
-    let moved = gateway_route(&lab, "198.51.100.", "192.0.2.12");
+    let moved = wait_gateway_route(&lab, "192.0.2.12", in_pool);
     assert_eq!(moved, fip, "the same floating IP");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -305,7 +221,7 @@ fn pods_of_a_fabric_snat_network_reach_the_outside_as_their_node_and_exhaustion_
     lab.wait();
     let ext = format!("wl-{}-ext", lab.name);
     let server: SocketAddr = "203.0.113.10:8080".parse().unwrap();
-    let accepted = holding_server(&ext, server);
+    let (accepted, _) = holding_server(&ext, server);
 
     // The default pod network has fabric SNAT: the client gets out, as its node.
     let client_ns = lab.pod_netns("default/client");

@@ -367,3 +367,98 @@ pub fn scenario_reachable(from: &str, to: &str) -> bool {
     let isolated = ["ns-isolated/db-1", "ns-isolated/db-2"];
     (open.contains(&from) && open.contains(&to)) || (isolated.contains(&from) && isolated.contains(&to))
 }
+
+/// The address of pod `ns/name` in `lab` (from `weft lab status`).
+pub fn pod_ip(lab: &Lab, pod: &str) -> IpAddr {
+    let status = lab.status();
+    status["pods"][pod]["ip"]
+        .as_str()
+        .and_then(|s| s.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no address for {pod} in lab {}: {:#}",
+                lab.name, status["pods"][pod]
+            )
+        })
+}
+
+/// Output of `ip -n NETNS ARGS…`.
+pub fn ip_in(netns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["-n", netns])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Waits (at most 30 s) until the gateway of `lab` (`weft lab up --gateway`) has a /32
+/// route via `hop` to an address `wanted` accepts; that address.
+pub fn wait_gateway_route(lab: &Lab, hop: &str, wanted: impl Fn(IpAddr) -> bool) -> IpAddr {
+    let gw = format!("wl-{}-gw", lab.name);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let routes = ip_in(&gw, &["route", "show"]);
+        let found = routes
+            .lines()
+            .filter(|l| l.contains(&format!("via {hop} ")))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<IpAddr>().ok())
+            .find(|ip| wanted(*ip));
+        if let Some(ip) = found {
+            return ip;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway of lab {} has no wanted route via {hop}:\n{routes}",
+            lab.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Connections accepted by a [`holding_server`], and the first peers' addresses.
+pub type Accepted = (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+);
+
+/// A TCP server in namespace `netns` on `addr` that accepts and holds every connection
+/// (a thread of the test; it ends with the test process): how many, and who (the first
+/// 16 peers).
+pub fn holding_server(netns: &str, addr: std::net::SocketAddr) -> Accepted {
+    let path = format!("/run/netns/{netns}");
+    let listener = weft_cni::run_in_netns(&path, move || std::net::TcpListener::bind(addr))
+        .unwrap()
+        .unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peers: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>> = Default::default();
+    let (count, seen) = (accepted.clone(), peers.clone());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            if let Ok(peer) = s.peer_addr()
+                && let Ok(mut p) = seen.lock()
+                && p.len() < 16
+            {
+                p.push(peer);
+            }
+            held.push(s);
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    (accepted, peers)
+}
+
+/// Waits (at most 5 s) for the first peer a [`holding_server`] accepted.
+pub fn first_peer(accepted: &Accepted) -> Option<std::net::SocketAddr> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(p) = accepted.1.lock().unwrap().first() {
+            return Some(*p);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
