@@ -214,6 +214,8 @@ struct PodDoc {
     name: String,
     node: Option<String>,
     ports: Vec<u16>,
+    /// Asks for secondary interfaces (`k8s.v1.cni.cncf.io/networks`).
+    secondary: bool,
 }
 
 fn pod_doc(index: usize, doc: &ManifestDocument, default_ns: &str) -> Option<PodDoc> {
@@ -246,6 +248,9 @@ fn pod_doc(index: usize, doc: &ManifestDocument, default_ns: &str) -> Option<Pod
         name,
         node,
         ports: ports.into_iter().collect(),
+        secondary: o["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
+            .as_str()
+            .is_some_and(|n| !n.trim().is_empty()),
     })
 }
 
@@ -524,7 +529,9 @@ async fn ensure_pod(
             .with_context(|| format!("CNI ADD result has no ips[0].address: {}", run.output))?;
         rec.ip = Some(ip);
         rec.cni_result = run.output;
-        attach_secondary(&snapshot, &mut rec, &config).await?;
+        if p.secondary {
+            attach_secondary(&snapshot, &mut rec, &config).await?;
+        }
         rec.echo_pid = Some(start_echo(&snapshot, &rec).await?);
         anyhow::Ok(())
     };
