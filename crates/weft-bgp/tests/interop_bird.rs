@@ -19,86 +19,13 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-
+use common::bird::{BIRD_AS, Bird};
 use common::*;
+use std::net::Ipv4Addr;
 use weft_bgp::{Family, PeerId, Prefix4, Route, RouteKey, Speaker, SpeakerEvent, State};
 
-const BIRD_AS: u32 = 65002;
-
-struct Bird {
-    daemon: Daemon,
-    birdc: PathBuf,
-    sock: String,
-    port: u16,
-}
-
-impl Bird {
-    fn start() -> Option<Self> {
-        let bird = require("bird", "bird2")?;
-        let birdc = require("birdc", "bird2")?;
-        let dir = tempfile::Builder::new()
-            .prefix("weft-bird-")
-            .tempdir()
-            .expect("temp dir");
-        let port = free_port();
-        let conf = format!(
-            r#"
-router id 10.255.0.3;
-log stderr all;
-protocol device {{ }}
-protocol static s4 {{
-  disabled;
-  ipv4;
-  route 10.3.0.0/24 blackhole;
-}}
-protocol bgp weft {{
-  local 127.0.0.1 port {port} as {BIRD_AS};
-  neighbor 127.0.0.2 as {WEFT_AS};
-  passive on;
-  multihop;
-  hold time 9;
-  keepalive time 3;
-  connect retry time 1;
-  error wait time 1, 2;
-  ipv4 {{ import all; export all; }};
-}}
-"#
-        );
-        std::fs::write(dir.path().join("bird.conf"), conf).expect("write config");
-        let sock = dir.path().join("bird.ctl").to_string_lossy().into_owned();
-        let daemon =
-            Daemon::spawn("bird", &bird, &["-c", "bird.conf", "-s", &sock, "-f"], dir).expect("bird starts");
-        Some(Self {
-            daemon,
-            birdc,
-            sock,
-            port,
-        })
-    }
-
-    async fn birdc(&self, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["-s", self.sock.as_str()];
-        all.extend_from_slice(args);
-        run(&self.birdc, &all).await
-    }
-
-    async fn established(&self) -> bool {
-        self.birdc(&["show", "protocols", "weft"])
-            .await
-            .is_ok_and(|o| o.contains("Established"))
-    }
-
-    /// `show route for <prefix> all` output, if BIRD has the prefix.
-    async fn route(&self, prefix: &str) -> Option<String> {
-        let out = self.birdc(&["show", "route", prefix, "all"]).await.ok()?;
-        out.contains(prefix).then_some(out)
-    }
-}
-
 async fn setup() -> Option<(Bird, Speaker, PeerId)> {
-    let bird = Bird::start()?;
+    let bird = Bird::start(&[], true)?;
     let weft = weft_speaker(None).await;
     let mut cfg = daemon_peer(bird.port, BIRD_AS);
     cfg.local_address = Some(WEFT_LOCAL);

@@ -16,115 +16,16 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-
+use common::frr::{FRR_AS, Frr};
 use common::*;
-use serde_json::Value;
+use std::net::Ipv4Addr;
 use weft_bgp::{
     Family, PeerId, Prefix4, Route, RouteDistinguisher, RouteKey, RouteTarget, Speaker, SpeakerEvent, State,
     Vpnv4Route,
 };
 
-const FRR_AS: u32 = 65003;
-
-struct Frr {
-    daemon: Daemon,
-    vtysh: PathBuf,
-    dir: String,
-    port: u16,
-}
-
-impl Frr {
-    fn start() -> Option<Self> {
-        let bgpd = require("bgpd", "frr")?;
-        let vtysh = require("vtysh", "frr")?;
-        let dir = tempfile::Builder::new()
-            .prefix("weft-frr-")
-            .tempdir()
-            .expect("temp dir");
-        let port = free_port();
-        let conf = format!(
-            r#"frr defaults traditional
-hostname weft-frr
-log stdout debugging
-router bgp {FRR_AS}
- bgp router-id 10.255.0.4
- no bgp ebgp-requires-policy
- no bgp network import-check
- neighbor 127.0.0.2 remote-as {WEFT_AS}
- neighbor 127.0.0.2 passive
- neighbor 127.0.0.2 timers 3 9
- neighbor 127.0.0.2 timers connect 1
- neighbor 127.0.0.2 disable-connected-check
- address-family ipv4 unicast
-  neighbor 127.0.0.2 activate
- exit-address-family
- address-family ipv4 vpn
-  neighbor 127.0.0.2 activate
- exit-address-family
-"#
-        );
-        let path = dir.path().to_string_lossy().into_owned();
-        std::fs::write(dir.path().join("bgpd.conf"), conf).expect("write config");
-        let conf_path = format!("{path}/bgpd.conf");
-        let pid_path = format!("{path}/bgpd.pid");
-        let port_s = port.to_string();
-        let args = [
-            "-f",
-            &conf_path,
-            "-p",
-            &port_s,
-            "-l",
-            "127.0.0.1",
-            "-Z",
-            "-S",
-            "-i",
-            &pid_path,
-            "--vty_socket",
-            &path,
-            "-P",
-            "0",
-            "--log",
-            "stdout",
-        ];
-        let daemon = Daemon::spawn("bgpd", &bgpd, &args, dir).expect("bgpd starts");
-        Some(Self {
-            daemon,
-            vtysh,
-            dir: path,
-            port,
-        })
-    }
-
-    async fn vtysh(&self, commands: &[&str]) -> Result<String, String> {
-        let mut args = vec!["--vty_socket", self.dir.as_str(), "-d", "bgpd"];
-        for c in commands {
-            args.push("-c");
-            args.push(c);
-        }
-        run(&self.vtysh, &args).await
-    }
-
-    async fn json(&self, command: &str) -> Option<Value> {
-        serde_json::from_str(&self.vtysh(&[command]).await.ok()?).ok()
-    }
-
-    async fn established(&self) -> bool {
-        self.json("show bgp summary json")
-            .await
-            .is_some_and(|v| v["ipv4Unicast"]["peers"]["127.0.0.2"]["state"] == "Established")
-    }
-
-    async fn configure(&self, lines: &[&str]) -> Result<String, String> {
-        let mut all = vec!["configure terminal", "router bgp 65003"];
-        all.extend_from_slice(lines);
-        self.vtysh(&all).await
-    }
-}
-
 async fn setup() -> Option<(Frr, Speaker, PeerId)> {
-    let frr = Frr::start()?;
+    let frr = Frr::start(&[], true)?;
     let weft = weft_speaker(None).await;
     let mut cfg = daemon_peer(frr.port, FRR_AS);
     cfg.local_address = Some(WEFT_LOCAL);

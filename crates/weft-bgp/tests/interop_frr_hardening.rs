@@ -18,210 +18,20 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::frr::{FRR_AS, Frr};
 use common::*;
-use serde_json::Value;
-use weft_bgp::{Family, PeerConfig, PeerId, Prefix4, Route, Speaker, SpeakerConfig, State};
-
-const FRR_AS: u32 = 65003;
-
-struct Frr {
-    daemon: Daemon,
-    vtysh: PathBuf,
-    dir: String,
-    port: u16,
-}
-
-impl Frr {
-    /// bgpd with weft (127.0.0.2) as passive neighbor; `extra` lines go in `router bgp`
-    /// before the address families.
-    fn start(extra: &[String]) -> Option<Self> {
-        let bgpd = require("bgpd", "frr")?;
-        let vtysh = require("vtysh", "frr")?;
-        let dir = tempfile::Builder::new()
-            .prefix("weft-frr-hard-")
-            .tempdir()
-            .expect("temp dir");
-        let port = free_port();
-        let extra: String = extra.iter().map(|l| format!(" {l}\n")).collect();
-        let conf = format!(
-            r#"frr defaults traditional
-hostname weft-frr
-log stdout debugging
-router bgp {FRR_AS}
- bgp router-id 10.255.0.4
- no bgp ebgp-requires-policy
- no bgp network import-check
- neighbor 127.0.0.2 remote-as {WEFT_AS}
- neighbor 127.0.0.2 passive
- neighbor 127.0.0.2 timers 3 9
- neighbor 127.0.0.2 timers connect 1
- neighbor 127.0.0.2 disable-connected-check
-{extra} address-family ipv4 unicast
-  neighbor 127.0.0.2 activate
- exit-address-family
-"#
-        );
-        let path = dir.path().to_string_lossy().into_owned();
-        std::fs::write(dir.path().join("bgpd.conf"), conf).expect("write config");
-        let conf_path = format!("{path}/bgpd.conf");
-        let pid_path = format!("{path}/bgpd.pid");
-        let port_s = port.to_string();
-        let args = [
-            "-f",
-            &conf_path,
-            "-p",
-            &port_s,
-            "-l",
-            "127.0.0.1",
-            "-Z",
-            "-S",
-            "-i",
-            &pid_path,
-            "--vty_socket",
-            &path,
-            "-P",
-            "0",
-            "--log",
-            "stdout",
-        ];
-        let daemon = Daemon::spawn("bgpd", &bgpd, &args, dir).expect("bgpd starts");
-        Some(Self {
-            daemon,
-            vtysh,
-            dir: path,
-            port,
-        })
-    }
-
-    async fn vtysh(&self, commands: &[&str]) -> Result<String, String> {
-        let mut args = vec!["--vty_socket", self.dir.as_str(), "-d", "bgpd"];
-        for c in commands {
-            args.push("-c");
-            args.push(c);
-        }
-        run(&self.vtysh, &args).await
-    }
-
-    async fn json(&self, command: &str) -> Option<Value> {
-        serde_json::from_str(&self.vtysh(&[command]).await.ok()?).ok()
-    }
-
-    async fn ready(&self) -> Result<(), String> {
-        eventually("bgpd's vty", || async {
-            self.json("show bgp summary json").await.map(|_| ())
-        })
-        .await
-    }
-
-    async fn established(&self) -> bool {
-        self.json("show bgp summary json")
-            .await
-            .is_some_and(|v| v["ipv4Unicast"]["peers"]["127.0.0.2"]["state"] == "Established")
-    }
-
-    /// FRR's IPv4 unicast table: prefix → its paths, or `None` if bgpd did not answer.
-    async fn routes(&self) -> Option<serde_json::Map<String, Value>> {
-        self.json("show bgp ipv4 unicast json").await?["routes"]
-            .as_object()
-            .cloned()
-    }
-
-    /// The sorted prefixes in FRR's IPv4 unicast table.
-    async fn prefixes(&self) -> Option<Vec<String>> {
-        let mut v: Vec<String> = self.routes().await?.keys().cloned().collect();
-        v.sort();
-        Some(v)
-    }
-
-    /// Whether FRR marks its path for `prefix` stale; `None` when it has no such route.
-    async fn stale(&self, prefix: &str) -> Option<bool> {
-        let routes = self.routes().await?;
-        let paths = routes.get(prefix)?.as_array()?.clone();
-        Some(
-            paths
-                .iter()
-                .any(|p| p.get("stale").and_then(Value::as_bool).unwrap_or(false)),
-        )
-    }
-}
-
-/// Panics with bgpd's log on failure.
-fn check(frr: &Frr, result: Result<(), String>) {
-    if let Err(e) = result {
-        panic!("{e}\n--- bgpd log (tail) ---\n{}", frr.daemon.log());
-    }
-}
+use weft_bgp::State;
 
 fn gr_frr() -> Option<Frr> {
-    Frr::start(&[
-        "bgp graceful-restart".into(),
-        "bgp graceful-restart preserve-fw-state".into(),
-    ])
-}
-
-fn weft_cfg(restarted: bool) -> SpeakerConfig {
-    let mut cfg = SpeakerConfig::new(WEFT_AS, WEFT_ID, Some(SocketAddr::new(LO, 0)));
-    cfg.restarted = restarted;
-    cfg.forwarding_preserved = true;
-    cfg
-}
-
-fn peer(frr: &Frr, restart_secs: Option<u16>, password: Option<&str>) -> PeerConfig {
-    PeerConfig {
-        local_address: Some(WEFT_LOCAL),
-        graceful_restart_secs: restart_secs,
-        password: password.map(str::to_string),
-        families: vec![Family::Ipv4Unicast],
-        ..daemon_peer(frr.port, FRR_AS)
-    }
-}
-
-/// A GR-capable weft speaker originating `prefixes` (next hop 172.16.0.5), peered with FRR.
-async fn weft_with_routes(
-    frr: &Frr,
-    restarted: bool,
-    restart_secs: u16,
-    prefixes: &[&str],
-) -> (Speaker, PeerId) {
-    let weft = Speaker::new(weft_cfg(restarted)).await.unwrap();
-    for p in prefixes {
-        let px: Prefix4 = p.parse().unwrap();
-        weft.originate(Route::Ipv4(px), Some(Ipv4Addr::new(172, 16, 0, 5)))
-            .await
-            .unwrap();
-    }
-    let id = weft.add_peer(peer(frr, Some(restart_secs), None)).await.unwrap();
-    (weft, id)
-}
-
-fn owned(v: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
-    v.sort();
-    v
-}
-
-/// A fresh weft speaker advertises `prefixes` to FRR, then goes down without a
-/// NOTIFICATION; returns when it went down, once FRR saw the session drop.
-async fn advertise_then_go_down(frr: &Frr, restart_secs: u16, prefixes: &[&str]) -> Result<Instant, String> {
-    frr.ready().await?;
-    let (weft, id) = weft_with_routes(frr, false, restart_secs, prefixes).await;
-    wait_state(&weft, id, State::Established).await?;
-    let want = owned(prefixes);
-    eventually("weft's routes in FRR", || async {
-        (frr.prefixes().await? == want).then_some(())
-    })
-    .await?;
-    let down_at = Instant::now();
-    weft.shutdown_for_restart().await;
-    eventually("FRR to see the session drop", || async {
-        (!frr.established().await).then_some(())
-    })
-    .await?;
-    Ok(down_at)
+    Frr::start(
+        &[
+            "bgp graceful-restart".into(),
+            "bgp graceful-restart preserve-fw-state".into(),
+        ],
+        false,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,10 +54,11 @@ async fn frr_keeps_weft_routes_across_a_graceful_restart() {
 
         // The restarted speaker (R and F bits) advertises a different set: one route kept,
         // one gone, one new.
-        let (weft2, id2) = weft_with_routes(&frr, true, restart, &["10.47.2.0/24", "10.47.3.0/24"]).await;
+        let (weft2, id2) =
+            gr_weft_with_routes(frr.port, FRR_AS, true, restart, &["10.47.2.0/24", "10.47.3.0/24"]).await;
         let res = async {
             wait_state(&weft2, id2, State::Established).await?;
-            let want = owned(&["10.47.2.0/24", "10.47.3.0/24"]);
+            let want = sorted_owned(&["10.47.2.0/24", "10.47.3.0/24"]);
             eventually("FRR to hold exactly the restarted speaker's routes", || async {
                 (frr.prefixes().await? == want).then_some(())
             })
@@ -278,7 +89,7 @@ async fn frr_keeps_weft_routes_across_a_graceful_restart() {
         res
     }
     .await;
-    check(&frr, result);
+    check_with_log(&frr.daemon, result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,44 +117,15 @@ async fn frr_drops_weft_routes_when_weft_does_not_come_back_in_time() {
         Ok(())
     }
     .await;
-    check(&frr, result);
+    check_with_log(&frr.daemon, result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frr_md5_session_forms_with_the_right_password_only() {
     let secret = "weft-md5-s3cret";
-    let Some(frr) = Frr::start(&[format!("neighbor 127.0.0.2 password {secret}")]) else {
+    let Some(frr) = Frr::start(&[format!("neighbor 127.0.0.2 password {secret}")], false) else {
         return;
     };
-    let result = async {
-        frr.ready().await?;
-        for (what, password) in [
-            ("a wrong password", Some("not-the-password")),
-            ("no password", None),
-        ] {
-            let weft = weft_speaker(None).await;
-            let id = weft.add_peer(peer(&frr, None, password)).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let st = weft.peers().await.unwrap();
-            let frr_up = frr.established().await;
-            weft.shutdown().await;
-            if frr_up || st.iter().any(|p| p.id == id && p.state == State::Established) {
-                return Err(format!("a session formed with {what}: {st:?}"));
-            }
-        }
-        let weft = weft_speaker(None).await;
-        let id = weft.add_peer(peer(&frr, None, Some(secret))).await.unwrap();
-        let res = async {
-            wait_state(&weft, id, State::Established).await?;
-            eventually("FRR to see the session established", || async {
-                frr.established().await.then_some(())
-            })
-            .await
-        }
-        .await;
-        weft.shutdown().await;
-        res
-    }
-    .await;
-    check(&frr, result);
+    let result = md5_session_forms_with_the_right_password_only(&frr, secret).await;
+    check_with_log(&frr.daemon, result);
 }

@@ -18,11 +18,10 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use weft_bgp::{PeerConfig, PeerId, Prefix4, Route, Speaker, SpeakerConfig, State};
+use weft_bgp::State;
 
 /// Our restart time in the GR tests: long enough for a restart under load, short enough
 /// for the "does not come back" case.
@@ -53,39 +52,11 @@ impl GoBgp {
     }
 }
 
-fn weft_cfg(restarted: bool) -> SpeakerConfig {
-    let mut cfg = SpeakerConfig::new(WEFT_AS, WEFT_ID, Some(SocketAddr::new(LO, 0)));
-    cfg.restarted = restarted;
-    cfg.forwarding_preserved = true;
-    cfg
-}
-
-fn peer(gobgp: &GoBgp, password: Option<&str>) -> PeerConfig {
-    PeerConfig {
-        local_address: Some(WEFT_LOCAL),
-        graceful_restart_secs: Some(RESTART_SECS),
-        password: password.map(str::to_string),
-        families: vec![weft_bgp::Family::Ipv4Unicast],
-        ..daemon_peer(gobgp.bgp_port, GOBGP_AS)
-    }
-}
-
-/// A weft speaker originating `prefix` (next hop 172.16.0.5) and peered with gobgpd.
-async fn weft_with_route(gobgp: &GoBgp, restarted: bool, prefix: &str) -> (Speaker, PeerId) {
-    let weft = Speaker::new(weft_cfg(restarted)).await.unwrap();
-    let px: Prefix4 = prefix.parse().unwrap();
-    weft.originate(Route::Ipv4(px), Some(Ipv4Addr::new(172, 16, 0, 5)))
-        .await
-        .unwrap();
-    let id = weft.add_peer(peer(gobgp, None)).await.unwrap();
-    (weft, id)
-}
-
 /// A fresh weft speaker advertises `route` to gobgpd, then goes down without a
 /// NOTIFICATION, as a crashed or upgrading controller. Returns when it went down.
 async fn advertise_then_go_down(gobgp: &GoBgp, route: &str) -> Result<std::time::Instant, String> {
     gobgp.ready().await?;
-    let (weft, id) = weft_with_route(gobgp, false, route).await;
+    let (weft, id) = gr_weft_with_routes(gobgp.bgp_port, GOBGP_AS, false, RESTART_SECS, &[route]).await;
     wait_state(&weft, id, State::Established).await?;
     eventually("the route in GoBGP", || async {
         gobgp.has_route(route).await.then_some(())
@@ -94,13 +65,6 @@ async fn advertise_then_go_down(gobgp: &GoBgp, route: &str) -> Result<std::time:
     let down_at = std::time::Instant::now();
     weft.shutdown_for_restart().await;
     Ok(down_at)
-}
-
-/// Panics with gobgpd's log on failure.
-fn check(gobgp: &GoBgp, result: Result<(), String>) {
-    if let Err(e) = result {
-        panic!("{e}\n--- gobgpd log (tail) ---\n{}", gobgp.daemon.log());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +85,7 @@ async fn gobgp_keeps_weft_routes_across_a_graceful_restart() {
         }
 
         // The restarted speaker comes back within the restart time (R and F bits set).
-        let (weft2, id2) = weft_with_route(&gobgp, true, route).await;
+        let (weft2, id2) = gr_weft_with_routes(gobgp.bgp_port, GOBGP_AS, true, RESTART_SECS, &[route]).await;
         wait_state(&weft2, id2, State::Established).await?;
         // Past the old restart time the route is still there: the End-of-RIB turned the
         // stale route into a fresh one instead of the timer removing it.
@@ -134,7 +98,7 @@ async fn gobgp_keeps_weft_routes_across_a_graceful_restart() {
         Ok(())
     }
     .await;
-    check(&gobgp, result);
+    check_with_log(&gobgp.daemon, result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +124,7 @@ async fn gobgp_drops_weft_routes_when_weft_does_not_come_back_in_time() {
         Ok(())
     }
     .await;
-    check(&gobgp, result);
+    check_with_log(&gobgp.daemon, result);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +137,12 @@ async fn gobgp_md5_session_forms_with_the_right_password_only() {
         // Wrong password: GoBGP's kernel drops our SYNs; nothing forms.
         let wrong = weft_speaker(None).await;
         let id = wrong
-            .add_peer(peer(&gobgp, Some("not-the-password")))
+            .add_peer(hardening_peer(
+                gobgp.bgp_port,
+                GOBGP_AS,
+                Some(RESTART_SECS),
+                Some("not-the-password"),
+            ))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -185,7 +154,12 @@ async fn gobgp_md5_session_forms_with_the_right_password_only() {
         // The right one: established.
         let right = weft_speaker(None).await;
         let id = right
-            .add_peer(peer(&gobgp, Some("weft-md5-s3cret")))
+            .add_peer(hardening_peer(
+                gobgp.bgp_port,
+                GOBGP_AS,
+                Some(RESTART_SECS),
+                Some("weft-md5-s3cret"),
+            ))
             .await
             .unwrap();
         let res = wait_state(&right, id, State::Established).await;
@@ -193,5 +167,5 @@ async fn gobgp_md5_session_forms_with_the_right_password_only() {
         res
     }
     .await;
-    check(&gobgp, result);
+    check_with_log(&gobgp.daemon, result);
 }

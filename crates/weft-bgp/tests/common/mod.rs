@@ -3,15 +3,18 @@
 
 #![allow(dead_code, reason = "each interop test file uses a different subset")]
 
+pub mod bird;
+pub mod frr;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use tokio::time::timeout;
-use weft_bgp::{PeerConfig, PeerId, Speaker, SpeakerConfig, SpeakerEvent, State};
+use weft_bgp::{Family, PeerConfig, PeerId, Prefix4, Route, Speaker, SpeakerConfig, SpeakerEvent, State};
 
 pub const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Bound on every wait in the interop tests.
@@ -180,6 +183,153 @@ pub fn daemon_peer(port: u16, asn: u32) -> PeerConfig {
         idle_hold_secs: 1,
         ..PeerConfig::new(LO, asn)
     }
+}
+
+/// Panics with the tail of `daemon`'s log when `result` is an error.
+pub fn check_with_log(daemon: &Daemon, result: Result<(), String>) {
+    if let Err(e) = result {
+        panic!("{e}\n--- {} log (tail) ---\n{}", daemon.name, daemon.log());
+    }
+}
+
+/// Speaker settings for the graceful-restart tests: connects out only, forwarding state
+/// preserved, and the Restart State bit set when `restarted`.
+pub fn gr_speaker_config(restarted: bool) -> SpeakerConfig {
+    let mut cfg = SpeakerConfig::new(WEFT_AS, WEFT_ID, Some(SocketAddr::new(LO, 0)));
+    cfg.restarted = restarted;
+    cfg.forwarding_preserved = true;
+    cfg
+}
+
+/// IPv4-unicast-only peer settings from [`WEFT_LOCAL`] for a daemon on 127.0.0.1:`port`,
+/// with graceful restart (`restart_secs`) and TCP MD5 (`password`) when given.
+pub fn hardening_peer(port: u16, asn: u32, restart_secs: Option<u16>, password: Option<&str>) -> PeerConfig {
+    PeerConfig {
+        local_address: Some(WEFT_LOCAL),
+        graceful_restart_secs: restart_secs,
+        password: password.map(str::to_string),
+        families: vec![Family::Ipv4Unicast],
+        ..daemon_peer(port, asn)
+    }
+}
+
+/// A GR-capable weft speaker ([`gr_speaker_config`]) originating `prefixes` (next hop
+/// 172.16.0.5), peered ([`hardening_peer`], no password) with the daemon on `port`.
+pub async fn gr_weft_with_routes(
+    port: u16,
+    asn: u32,
+    restarted: bool,
+    restart_secs: u16,
+    prefixes: &[&str],
+) -> (Speaker, PeerId) {
+    let weft = Speaker::new(gr_speaker_config(restarted))
+        .await
+        .expect("speaker starts");
+    for p in prefixes {
+        let px: Prefix4 = p.parse().expect("a prefix");
+        weft.originate(Route::Ipv4(px), Some(Ipv4Addr::new(172, 16, 0, 5)))
+            .await
+            .expect("originate");
+    }
+    let id = weft
+        .add_peer(hardening_peer(port, asn, Some(restart_secs), None))
+        .await
+        .expect("add peer");
+    (weft, id)
+}
+
+/// `v` as owned strings, sorted (to compare with a daemon's sorted prefixes).
+pub fn sorted_owned(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// A daemon with weft (127.0.0.2) as passive neighbor, as the FRR and BIRD hardening
+/// tests drive it.
+#[allow(
+    async_fn_in_trait,
+    reason = "test-only trait, used with concrete types on one runtime"
+)]
+pub trait HardeningDaemon {
+    /// How failure and wait messages name it ("FRR", "BIRD").
+    const NAME: &'static str;
+    /// Its AS number.
+    const ASN: u32;
+    /// Its BGP port on 127.0.0.1.
+    fn port(&self) -> u16;
+    /// Waits for its CLI to answer.
+    async fn ready(&self) -> Result<(), String>;
+    /// The session with weft is Established on its side.
+    async fn established(&self) -> bool;
+    /// The sorted IPv4 prefixes it holds from weft, or `None` if it did not answer.
+    async fn prefixes(&self) -> Option<Vec<String>>;
+}
+
+/// A fresh GR-capable weft speaker ([`gr_weft_with_routes`]) advertises `prefixes` to `d`,
+/// then goes down without a NOTIFICATION; returns when it went down, once `d` saw the
+/// session drop.
+pub async fn advertise_then_go_down<D: HardeningDaemon>(
+    d: &D,
+    restart_secs: u16,
+    prefixes: &[&str],
+) -> Result<Instant, String> {
+    d.ready().await?;
+    let (weft, id) = gr_weft_with_routes(d.port(), D::ASN, false, restart_secs, prefixes).await;
+    wait_state(&weft, id, State::Established).await?;
+    let want = sorted_owned(prefixes);
+    eventually(&format!("weft's routes in {}", D::NAME), || async {
+        (d.prefixes().await? == want).then_some(())
+    })
+    .await?;
+    let down_at = Instant::now();
+    weft.shutdown_for_restart().await;
+    eventually(&format!("{} to see the session drop", D::NAME), || async {
+        (!d.established().await).then_some(())
+    })
+    .await?;
+    Ok(down_at)
+}
+
+/// With `d` configured for TCP MD5 with `secret`: no session forms with a wrong password
+/// or none (10 s each), one forms with `secret`.
+pub async fn md5_session_forms_with_the_right_password_only<D: HardeningDaemon>(
+    d: &D,
+    secret: &str,
+) -> Result<(), String> {
+    d.ready().await?;
+    for (what, password) in [
+        ("a wrong password", Some("not-the-password")),
+        ("no password", None),
+    ] {
+        let weft = weft_speaker(None).await;
+        let id = weft
+            .add_peer(hardening_peer(d.port(), D::ASN, None, password))
+            .await
+            .expect("add peer");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let st = weft.peers().await.expect("peers");
+        let daemon_up = d.established().await;
+        weft.shutdown().await;
+        if daemon_up || st.iter().any(|p| p.id == id && p.state == State::Established) {
+            return Err(format!("a session formed with {what}: {st:?}"));
+        }
+    }
+    let weft = weft_speaker(None).await;
+    let id = weft
+        .add_peer(hardening_peer(d.port(), D::ASN, None, Some(secret)))
+        .await
+        .expect("add peer");
+    let res = async {
+        wait_state(&weft, id, State::Established).await?;
+        eventually(&format!("{} to see the session established", D::NAME), || async {
+            d.established().await.then_some(())
+        })
+        .await
+    }
+    .await;
+    weft.shutdown().await;
+    res
 }
 
 /// Waits for our session to `peer` to reach `state`.
