@@ -405,6 +405,7 @@ pub fn peer_config(peer: &EffectiveBgpPeer) -> PeerConfig {
     c.idle_hold_secs = 1;
     c.password = peer.password.clone();
     c.local_address = peer.local_address;
+    c.rr_client = peer.route_reflector_client;
     c
 }
 

@@ -70,6 +70,11 @@ pub struct BgpPeerSpec {
     /// any route is exchanged (role `cluster`).
     #[serde(default)]
     pub remote_subnets: Vec<String>,
+    /// Act as a route reflector for this neighbour (RFC 4456): routes learned from
+    /// other iBGP neighbours are reflected to it. Only meaningful for a neighbour in our
+    /// own AS (e.g. several gateways or control nodes in one AS).
+    #[serde(default)]
+    pub route_reflector_client: bool,
 }
 
 /// What a neighbour is.
@@ -135,6 +140,8 @@ pub struct EffectiveBgpPeer {
     pub local_address: Option<IpAddr>,
     /// The other cluster's subnets.
     pub remote_subnets: Vec<IpNet>,
+    /// A route-reflector client.
+    pub route_reflector_client: bool,
 }
 
 impl BgpPeerSpec {
@@ -227,6 +234,7 @@ impl BgpPeerSpec {
             passive: self.passive,
             local_address,
             remote_subnets,
+            route_reflector_client: self.route_reflector_client,
         })
     }
 }

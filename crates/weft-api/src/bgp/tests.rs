@@ -475,3 +475,17 @@ fn router_mac_round_trips() {
     assert_eq!(router_mac(&attrs), Some(mac));
     assert_eq!(router_mac(&PathAttributes::default()), None);
 }
+
+#[test]
+fn route_reflector_clients_come_from_the_bgp_peer() {
+    let peer = |extra: serde_json::Value| {
+        let mut spec = serde_json::json!({"address": "192.0.2.201", "asn": 64512, "role": "router"});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let spec: BgpPeerSpec = serde_json::from_value(spec).unwrap();
+        peer_config(&spec.validate("BgpPeer gw2", "gw2").unwrap())
+    };
+    assert!(!peer(serde_json::json!({})).rr_client);
+    assert!(peer(serde_json::json!({"routeReflectorClient": true})).rr_client);
+}
