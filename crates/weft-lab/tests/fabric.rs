@@ -80,18 +80,9 @@ fn tx_packets(netns: &str, dev: &str) -> u64 {
 #[test]
 fn fabric_forwarded_pods_are_routed_natively_in_the_underlay() {
     require_root!();
-    if !std::path::Path::new("/usr/lib/frr/bgpd").is_file() {
-        eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+    let Some(lab) = Lab::up_with_gateway('a', SCENARIO) else {
         return;
-    }
-    let lab = Lab {
-        name: Lab::name('a'),
-        weft: support::weft(),
     };
-    lab.lab(&["down"]);
-    let file = lab.write("fabric.yaml", SCENARIO);
-    lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
-    lab.wait();
     let a_ip = pod_ip(&lab, "fab/a");
     let b_ip = pod_ip(&lab, "fab/b");
     assert!(

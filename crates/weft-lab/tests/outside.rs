@@ -65,18 +65,9 @@ fn floating_ip(lab: &Lab) -> Option<IpAddr> {
 #[test]
 fn an_external_host_reaches_a_load_balancer_service_on_its_floating_ip() {
     require_root!();
-    if !std::path::Path::new("/usr/lib/frr/bgpd").is_file() {
-        eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+    let Some(lab) = Lab::up_with_gateway('a', SCENARIO) else {
         return;
-    }
-    let lab = Lab {
-        name: Lab::name('a'),
-        weft: support::weft(),
     };
-    lab.lab(&["down"]);
-    let file = lab.write("outside.yaml", SCENARIO);
-    lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
-    lab.wait();
     let fip = floating_ip(&lab).unwrap_or_else(|| panic!("no floating IP: {:#}", lab.service("default/web")));
     assert!(fip.to_string().starts_with("198.51.100."), "{fip}");
 
@@ -141,18 +132,9 @@ fn db_pod(node: &str) -> String {
 #[test]
 fn a_pods_floating_ip_works_both_ways_and_follows_the_pod_to_another_node() {
     require_root!();
-    if !std::path::Path::new("/usr/lib/frr/bgpd").is_file() {
-        eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+    let Some(lab) = Lab::up_with_gateway('c', &format!("{POD_FIP}---\n{}", db_pod("node-1"))) else {
         return;
-    }
-    let lab = Lab {
-        name: Lab::name('c'),
-        weft: support::weft(),
     };
-    lab.lab(&["down"]);
-    let file = lab.write("fip.yaml", &format!("{POD_FIP}---\n{}", db_pod("node-1")));
-    lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
-    lab.wait();
     let ext = format!("wl-{}-ext", lab.name);
     let in_pool = |ip: IpAddr| ip.to_string().starts_with("198.51.100.");
     let fip = wait_gateway_route(&lab, "192.0.2.11", in_pool);
@@ -207,18 +189,9 @@ fn a_pods_floating_ip_works_both_ways_and_follows_the_pod_to_another_node() {
 #[test]
 fn pods_of_a_fabric_snat_network_reach_the_outside_as_their_node_and_exhaustion_is_reported() {
     require_root!();
-    if !std::path::Path::new("/usr/lib/frr/bgpd").is_file() {
-        eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+    let Some(lab) = Lab::up_with_gateway('b', SNAT_SCENARIO) else {
         return;
-    }
-    let lab = Lab {
-        name: Lab::name('b'),
-        weft: support::weft(),
     };
-    lab.lab(&["down"]);
-    let file = lab.write("snat.yaml", SNAT_SCENARIO);
-    lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
-    lab.wait();
     let ext = format!("wl-{}-ext", lab.name);
     let server: SocketAddr = "203.0.113.10:8080".parse().unwrap();
     let (accepted, _) = holding_server(&ext, server);

@@ -214,6 +214,25 @@ impl Lab {
         lab
     }
 
+    /// A two-node lab with a gateway router and external host (`weft lab up --gateway`)
+    /// and `manifests` (YAML text) applied and enforced; `None` (the test skips, with a
+    /// message) when FRR is not installed.
+    pub fn up_with_gateway(letter: char, manifests: &str) -> Option<Lab> {
+        if !Path::new("/usr/lib/frr/bgpd").is_file() {
+            eprintln!("SKIPPED: FRR is not installed (scripts/install-deps installs it)");
+            return None;
+        }
+        let lab = Lab {
+            name: Lab::name(letter),
+            weft: weft(),
+        };
+        lab.lab(&["down"]);
+        let file = lab.write("gateway.yaml", manifests);
+        lab.ok(&["up", "--gateway", "-f", &file.display().to_string()]);
+        lab.wait();
+        Some(lab)
+    }
+
     /// Runs `weft lab --name <lab> ARGS`.
     pub fn lab(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(&self.weft);
