@@ -20,192 +20,43 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use tokio::sync::broadcast;
-use tokio::time::timeout;
 use weft_bgp::{
     Family, PeerConfig, PeerId, Prefix4, Route, RouteDistinguisher, RouteKey, RouteTarget, Speaker,
-    SpeakerConfig, SpeakerEvent, State, Vpnv4Route,
+    SpeakerEvent, State, Vpnv4Route,
 };
 
-const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const WEFT_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-const WEFT_AS: u32 = 65000;
-const BIRD_AS: u32 = 65002;
-const FRR_AS: u32 = 65003;
-/// Bound on every wait.
-const WAIT: Duration = Duration::from_secs(45);
-
-// ---------------------------------------------------------------- harness
-
-fn require(name: &str, package: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/lib/frr", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    let found = dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("SKIPPED: `{name}` not found; install the `{package}` package to run this test");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-/// A running daemon, killed and reaped on drop; its temp dir goes with it.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn spawn(name: &str, bin: &Path, args: &[&str], dir: tempfile::TempDir) -> std::io::Result<Self> {
-        let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let err = out.try_clone()?;
-        let child = Command::new(bin)
-            .args(args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()?;
-        Ok(Self {
-            child,
-            log,
-            _dir: dir,
-        })
-    }
-
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a daemon CLI with a bound; stdout, or the failure as error.
-async fn run(bin: &Path, args: &[&str]) -> Result<String, String> {
-    let out = timeout(
-        Duration::from_secs(15),
-        tokio::process::Command::new(bin)
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| format!("{} {args:?} timed out", bin.display()))?
-    .map_err(|e| format!("{} {args:?}: {e}", bin.display()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{} {args:?} failed: {}{}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    timeout(WAIT, async {
-        loop {
-            if let Some(v) = f().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .map_err(|_| format!("timed out after {WAIT:?} waiting for {what}"))
-}
-
-/// Waits for an event matching `pick`, for at most [`WAIT`].
-async fn wait_event<T>(
-    rx: &mut broadcast::Receiver<SpeakerEvent>,
-    what: &str,
-    mut pick: impl FnMut(&SpeakerEvent) -> Option<T>,
-) -> Result<T, String> {
-    timeout(WAIT, async {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    if let Some(v) = pick(&ev) {
-                        return Ok(v);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => return Err(format!("event stream ended: {e}")),
-            }
-        }
-    })
-    .await
-    .map_err(|_| format!("timed out after {WAIT:?} waiting for {what}"))?
-}
+mod common;
+use common::bird::BIRD_AS;
+use common::frr::FRR_AS;
+use common::{
+    Daemon, WEFT_AS, WEFT_LOCAL, check_with_log, daemon_peer, eventually, free_port, require, run,
+    wait_event, wait_state, weft_speaker,
+};
 
 /// A weft speaker (AS 65000) with one peer, the daemon on 127.0.0.1:`port`, from 127.0.0.2.
 async fn weft_with_peer(port: u16, asn: u32) -> (Speaker, PeerId) {
-    let cfg = SpeakerConfig::new(
-        WEFT_AS,
-        Ipv4Addr::new(10, 255, 0, 1),
-        Some(SocketAddr::new(LO, 0)),
-    );
-    let weft = Speaker::new(cfg).await.expect("speaker starts");
+    let weft = weft_speaker(None).await;
     let peer = PeerConfig {
-        port,
-        hold_secs: 9,
-        connect_retry_secs: 1,
-        idle_hold_secs: 1,
         local_address: Some(WEFT_LOCAL),
         families: vec![Family::Ipv4Unicast, Family::Vpnv4],
-        ..PeerConfig::new(LO, asn)
+        ..daemon_peer(port, asn)
     };
     let id = weft.add_peer(peer).await.unwrap();
     (weft, id)
 }
 
 async fn wait_established(s: &Speaker, peer: PeerId) -> Result<(), String> {
-    eventually(&format!("{peer} to reach Established"), || async {
-        s.peers()
-            .await
-            .ok()?
-            .iter()
-            .any(|p| p.id == peer && p.state == State::Established)
-            .then_some(())
-    })
-    .await
+    wait_state(s, peer, State::Established).await
 }
 
 /// Shuts weft down; on error, panics with the daemon's log tail.
 async fn check(daemon: &Daemon, weft: &Speaker, result: Result<(), String>) {
     weft.shutdown().await;
-    if let Err(e) = result {
-        panic!("{e}\n--- daemon log (tail) ---\n{}", daemon.log());
-    }
+    check_with_log(daemon, result);
 }
 
 fn p(s: &str) -> Prefix4 {
