@@ -873,22 +873,13 @@ fn render_tunnel<'a>(
     ctx: &RouteContext<'a>,
     used_peers: &mut BTreeSet<&'a str>,
 ) {
-    let peer = ctx
-        .state
-        .peers
-        .iter()
-        .chain(ctx.externals.iter())
-        .find(|p| p.node == node);
-    let (Some(peer), Some(hop)) = (peer, ctx.next_hops.get(node)) else {
-        warnings.push(format!(
-            "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
-        ));
+    let peers = ctx.state.peers.iter().chain(ctx.externals.iter());
+    let Some((peer, peer_ip)) = peer_underlay(peers, table, dst, node, warnings) else {
         return;
     };
-    let IpAddr::V4(peer_ip) = peer.underlay_ip else {
+    let Some(hop) = ctx.next_hops.get(node) else {
         warnings.push(format!(
-            "table {table}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
-            peer.underlay_ip
+            "table {table}: {dst} is on node {node}, which has no next-hop address; skipped"
         ));
         return;
     };
@@ -915,6 +906,32 @@ fn render_tunnel<'a>(
     );
 }
 
+/// The peer named `node` among `peers` and its IPv4 underlay address; `None`, with a
+/// warning naming the route, when it is unknown or IPv6.
+fn peer_underlay<'p>(
+    mut peers: impl Iterator<Item = &'p VtepPeer>,
+    table: u32,
+    dst: IpNet,
+    node: &str,
+    warnings: &mut Vec<String>,
+) -> Option<(&'p VtepPeer, Ipv4Addr)> {
+    let Some(peer) = peers.find(|p| p.node == node) else {
+        warnings.push(format!(
+            "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
+        ));
+        return None;
+    };
+    match peer.underlay_ip {
+        IpAddr::V4(ip) => Some((peer, ip)),
+        IpAddr::V6(ip) => {
+            warnings.push(format!(
+                "table {table}: {dst} is on node {node} whose underlay {ip} is IPv6; skipped"
+            ));
+            None
+        }
+    }
+}
+
 /// Renders a route of an ip-fabric-forwarding network to one of its own pods on node
 /// `node`: natively through the underlay (`via <peer underlay> dev <underlay> onlink`),
 /// no encapsulation.
@@ -930,17 +947,7 @@ fn render_native(
         warnings.push(format!("table {table}: IPv6 route {dst} skipped (IPv4 only)"));
         return;
     }
-    let Some(peer) = state.peers.iter().find(|p| p.node == node) else {
-        warnings.push(format!(
-            "table {table}: {dst} is on node {node}, which is not among the peers; skipped"
-        ));
-        return;
-    };
-    let IpAddr::V4(peer_ip) = peer.underlay_ip else {
-        warnings.push(format!(
-            "table {table}: {dst} is on node {node} whose underlay {} is IPv6; skipped",
-            peer.underlay_ip
-        ));
+    let Some((_, peer_ip)) = peer_underlay(state.peers.iter(), table, dst, node, warnings) else {
         return;
     };
     insert_route(
