@@ -42,7 +42,7 @@
 //!             ─> main ─> underlay, SNAT to the node; replies: rule fwmark MARK_TO_POD
 //!             to <pod> ─> table T
 //!  another cluster's VIP traffic, DNATed to a local backend (VNI lost with the NAT)
-//!             ─ rule iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend> ─> its table
+//!             ─ rule fwmark MARK_TO_POD to <backend> ─> its table
 //!  node's own packets (ICMP errors, probes) ─ rule to <pod ip> iif lo ─> table T
 //!  ip-fabric-forwarding pod ─ table T: own remote pods <pod>/32 via <peer underlay>
 //!             dev <underlay> onlink (native, no encapsulation); outside the cluster
@@ -72,7 +72,7 @@ use weft_model::node::{
 
 use crate::attachment::Attachments;
 use crate::nft::{
-    MARK_FROM_TUNNEL, MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, MARK_TO_POD, has_outside_services,
+    MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, MARK_TO_POD, has_outside_services,
 };
 
 /// The main routing table (`lookup main`): where replies of connections from outside
@@ -581,8 +581,11 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
             src: None,
             fwmark: None,
         });
-        // A service backend here may get another cluster's connections to its VIP,
-        // DNATed as they leave the tunnel, which loses the VNI (see MARK_FROM_TUNNEL).
+        // Packets NAT turned towards this pod from outside its table come marked
+        // MARK_TO_POD: another cluster's connections to a VIP it backs (DNATed as they
+        // leave the tunnel, which loses the VNI), replies to its fabric-SNAT or
+        // floating-IP connections and new connections to its floating IP (from the
+        // underlay). Its table routes them to its veth.
         let backend_here = state.services.iter().any(|s| {
             s.vip.is_some()
                 && s.ports.iter().any(|p| {
@@ -591,16 +594,13 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                         .any(|b| b.ip == iface.ip && b.node.as_deref() == Some(state.node.as_str()))
                 })
         });
-        // Replies to a fabric-SNAT or floating-IP connection, and new connections to a
-        // floating IP, come in from the underlay NATed to the pod's address: the pod's
-        // table routes them to its veth.
-        let snat_here = state.networks.iter().any(|n| {
+        let nat_here = state.networks.iter().any(|n| {
             n.table == iface.table
                 && n.outside
                     .as_ref()
                     .is_some_and(|o| o.fabric_snat || !iface.floating_ips.is_empty())
         });
-        if snat_here {
+        if backend_here || nat_here {
             out.rules.insert(RuleSpec {
                 priority: RULE_PREF,
                 table: iface.table,
@@ -627,17 +627,6 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
                 dst: Some(IpNet::from(IpAddr::V4(ip))),
                 src: None,
                 fwmark: None,
-            });
-        }
-        if backend_here {
-            out.rules.insert(RuleSpec {
-                priority: RULE_PREF,
-                table: iface.table,
-                iif: Some(VXLAN_DEVICE.to_string()),
-                tun_id: None,
-                dst: Some(IpNet::from(IpAddr::V4(ip))),
-                src: None,
-                fwmark: Some(MARK_FROM_TUNNEL),
             });
         }
         insert_route(

@@ -13,7 +13,7 @@
 //!                          fib daddr type local  l4proto . th dport vmap { nodePort → out.<svc> }
 //!             filter (0)   VIP/extIP/nodePort without ready backend → reject (TCP reset / ICMP port unreachable)
 //!                          ct mark has SERVICE_CT_MARK: original → meta mark MARK_TO_BACKEND, reply → MARK_REPLY
-//!                          ct mark has TUNNEL_CT_MARK: original → meta mark MARK_FROM_TUNNEL
+//!                          ct mark has TUNNEL_CT_MARK: original → meta mark MARK_TO_POD
 //! forward     filter (0)   ct state new, iifname → reply-only-<table>: daddr in the table's reply-only routes → reject
 //! postrouting filter (0)   oifname weft-vxlan, meta mark is a service mark → meta mark set 0 (the tunnel would
 //!                          copy it to the outer packet, whose route lookup must not see it)
@@ -130,20 +130,17 @@ pub const MARK_TO_BACKEND: u32 = 0x0100_0001;
 /// the main table (the underlay).
 pub const MARK_REPLY: u32 = 0x0100_0002;
 
-/// Conntrack mark bit of another cluster's connections to a VIP (see
-/// [`MARK_FROM_TUNNEL`]).
+/// Conntrack mark bit of another cluster's connections to a VIP, DNATed to a local
+/// backend as they came out of the tunnel. Destination NAT drops the packet's tunnel
+/// metadata (the kernel drops its route, which carried the VNI), so the `iif weft-vxlan
+/// tun_id VNI` rule cannot match any more: every packet of such a connection gets
+/// [`MARK_TO_POD`], whose rules route it by the backend's table.
 pub const TUNNEL_CT_MARK: u32 = 0x0200_0000;
 
-/// Packet mark of another cluster's connection to a VIP, DNATed to a local backend as
-/// it came out of the tunnel. Destination NAT drops the packet's tunnel metadata (the
-/// kernel drops its route, which carried the VNI), so the `iif weft-vxlan tun_id VNI`
-/// rule cannot match any more; `iif weft-vxlan fwmark MARK_FROM_TUNNEL to <backend>`
-/// rules ([`crate::dataplane`]) route it by the backend's table instead.
-pub const MARK_FROM_TUNNEL: u32 = 0x0100_0003;
-
-/// Packet mark of packets from the underlay that NAT turned towards a local pod: replies
-/// to fabric-SNAT connections and to a pod's floating-IP connections (un-NATed to the
-/// pod's address), and new connections to a floating IP (DNATed to it). The main table
+/// Packet mark of packets that NAT turned towards a local pod from outside its table:
+/// replies to fabric-SNAT connections and to a pod's floating-IP connections (un-NATed
+/// to the pod's address), new connections to a floating IP (DNATed to it), and another
+/// cluster's connections to a VIP DNATed to a local backend ([`TUNNEL_CT_MARK`]). The main table
 /// has no route to pods; `fwmark MARK_TO_POD to <pod>` rules route them by the pod's
 /// table.
 pub const MARK_TO_POD: u32 = 0x0100_0004;
@@ -898,7 +895,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                 eq(ct("direction"), string("original")),
                 Statement::Mangle(Mangle {
                     key: meta(MetaKey::Mark),
-                    value: number(MARK_FROM_TUNNEL),
+                    value: number(MARK_TO_POD),
                 }),
             ],
         );

@@ -440,7 +440,7 @@ fn dispatch_rejects_and_outside_traffic() {
     // Another cluster's VIP connections (local backends of web and aff): marked so the
     // DNATed packets, which lost their VNI, are routed by the backend's table.
     assert!(
-        filter[4].contains(&format!(r#""value":{MARK_FROM_TUNNEL}"#)),
+        filter[4].contains(&format!(r#""value":{MARK_TO_POD}"#)),
         "{}",
         filter[4]
     );
