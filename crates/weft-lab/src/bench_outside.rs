@@ -182,21 +182,13 @@ where
 
 /// Runs the benchmark in a fresh lab (removed afterwards, also on error).
 pub async fn run(opts: &OutsideBenchOptions, progress: &Progress) -> Result<OutsideBenchReport> {
-    if !sys::is_root() {
-        bail!("weft lab bench outside needs root: it builds a lab of network namespaces");
-    }
-    let lab = topology::free_lab_name("bo").await?;
-    progress.step(&format!(
+    let report = topology::in_throwaway_lab("outside", "bo", progress, |lab| async move {
+        progress.step(&format!(
         "lab {lab}: 2 nodes and a gateway; bo-client (fabric SNAT) on node-1, bo-web behind a LoadBalancer FIP on node-2"
-    ));
-    let outcome = tokio::select! {
-        r = measure(&lab, opts, progress) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    progress.step("removing the bench's lab");
-    let down = topology::down(&lab, &Progress::quiet()).await;
-    let report = outcome?;
-    down?;
+        ));
+        measure(&lab, opts, progress).await
+    })
+    .await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -213,21 +213,13 @@ fn lines_in(path: &std::path::Path, what: &str) -> usize {
 
 /// Runs the benchmark in a fresh lab (removed afterwards, also on error).
 pub async fn run(opts: &PolicyBenchOptions, progress: &Progress) -> Result<PolicyBenchReport> {
-    if !sys::is_root() {
-        bail!("weft lab bench policy needs root: it builds a lab of network namespaces");
-    }
-    let lab = topology::free_lab_name("bp").await?;
-    progress.step(&format!(
-        "lab {lab}: 2 nodes, bp-client on node-1, bp-server on node-2"
-    ));
-    let outcome = tokio::select! {
-        r = measure(&lab, opts, progress) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    progress.step("removing the bench's lab");
-    let down = topology::down(&lab, &Progress::quiet()).await;
-    let report = outcome?;
-    down?;
+    let report = topology::in_throwaway_lab("policy", "bp", progress, |lab| async move {
+        progress.step(&format!(
+            "lab {lab}: 2 nodes, bp-client on node-1, bp-server on node-2"
+        ));
+        measure(&lab, opts, progress).await
+    })
+    .await?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

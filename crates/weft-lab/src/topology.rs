@@ -146,6 +146,33 @@ pub async fn free_lab_name(prefix: &str) -> Result<LabName> {
     bail!("no free lab name {prefix}<n> near {prefix}{}", pid % 1000)
 }
 
+/// Runs `measure` in a throw-away lab named from `prefix` ([`free_lab_name`]) and takes
+/// the lab down afterwards — also on error or Ctrl-C. For the benchmarks.
+pub async fn in_throwaway_lab<T, F, Fut>(
+    what: &str,
+    prefix: &str,
+    progress: &Progress,
+    measure: F,
+) -> Result<T>
+where
+    F: FnOnce(LabName) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    if !sys::is_root() {
+        bail!("weft lab bench {what} needs root: it builds a lab of network namespaces");
+    }
+    let lab = free_lab_name(prefix).await?;
+    let outcome = tokio::select! {
+        r = measure(lab.clone()) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    progress.step("removing the bench's lab");
+    let down = down(&lab, &Progress::quiet()).await;
+    let report = outcome?;
+    down?;
+    Ok(report)
+}
+
 /// True when anything of lab `lab` exists (state dir or a namespace).
 pub async fn exists(lab: &LabName) -> bool {
     if crate::state::state_file(lab).exists() {
