@@ -71,9 +71,7 @@ use weft_model::node::{
 };
 
 use crate::attachment::Attachments;
-use crate::nft::{
-    MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, MARK_TO_POD, has_outside_services,
-};
+use crate::nft::{MARK_REPLY, MARK_RULE_PREF, MARK_TO_BACKEND, MARK_TO_POD, has_outside_services};
 
 /// The main routing table (`lookup main`): where replies of connections from outside
 /// the pod networks are routed (see [`crate::nft`]).
