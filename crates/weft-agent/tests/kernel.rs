@@ -202,6 +202,7 @@ fn network(vni: u32, routes: Vec<NodeRoute>) -> NodeNetwork {
         routes,
         outside: None,
         ip_fabric_forwarding: false,
+        chain_guards: Vec::new(),
     }
 }
 

@@ -86,6 +86,8 @@ pub(crate) struct RoutingInputs {
     pub(crate) services: Vec<ServiceRecord>,
     /// Pod floating IPs (bound ones go into the node states and BGP).
     pub(crate) floating_ips: Vec<weft_model::FloatingIpRecord>,
+    /// Service chains (their routes and routing instances go into the node states).
+    pub(crate) chains: Vec<weft_model::ServiceChainRecord>,
     pub(crate) nodes: Vec<Node>,
     /// Pods, namespaces and NetworkPolicies, for the policy compiler.
     policy_set: weft_policy::PolicySet,
@@ -664,6 +666,13 @@ impl Controller {
                 });
             }
         }
+        weft_routing::chains::add_service_chains(
+            &mut state,
+            &inputs.chains,
+            &inputs.networks,
+            &inputs.interfaces,
+            &inputs.nodes,
+        );
         let imported = self.with_bgp(|b| b.imported.clone());
         if !imported.is_empty() {
             weft_routing::add_imported_routes(&mut state, &imported);
@@ -725,6 +734,13 @@ impl Controller {
             .derived(DerivedKind::FloatingIp)
             .filter_map(|d| match d {
                 DerivedObject::FloatingIp(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let chains = t
+            .derived(DerivedKind::ServiceChain)
+            .filter_map(|d| match d {
+                DerivedObject::ServiceChain(c) => Some(c.clone()),
                 _ => None,
             })
             .collect();
@@ -797,6 +813,7 @@ impl Controller {
             interfaces,
             services,
             floating_ips,
+            chains,
             nodes,
             policy_set,
             snat_networks,

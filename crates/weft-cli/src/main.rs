@@ -51,7 +51,7 @@ enum Command {
     Apply(output::ApplyArgs),
     /// Delete the objects named in manifests.
     Delete(output::ApplyArgs),
-    /// List objects: projects, networks, interfaces, services, floatingips, policies, pods,
+    /// List objects: projects, networks, interfaces, services, floatingips, servicechains, policies, pods,
     /// namespaces, nodes, virtualnetworks, clusterconfig, pending …
     Get(output::GetArgs),
     /// Show one object in detail.

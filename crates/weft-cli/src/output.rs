@@ -152,6 +152,7 @@ fn resolve_kind(kind: &str) -> Option<(&'static str, &'static str)> {
         "interface" | "interfaces" | "if" | "vmi" | "vmis" => ("derived", "interfaces"),
         "service" | "services" | "svc" => ("derived", "services"),
         "floatingip" | "floatingips" | "fip" | "fips" => ("derived", "floatingips"),
+        "servicechain" | "servicechains" | "chain" | "chains" | "sc" => ("derived", "servicechains"),
         "policy" | "policies" | "networkpolicy" | "networkpolicies" | "netpol" | "firewallpolicies" => {
             ("derived", "policies")
         }
@@ -175,7 +176,7 @@ fn resolve_kind(kind: &str) -> Option<(&'static str, &'static str)> {
 }
 
 fn kinds_help() -> &'static str {
-    "projects, networks, interfaces, services, floatingips, policies, pending, pods, namespaces, nodes, virtualnetworks, floatingippools, networkattachmentdefinitions, endpointslices, adminnetworkpolicies, baselineadminnetworkpolicies, clusterconfig"
+    "projects, networks, interfaces, services, floatingips, servicechains, policies, pending, pods, namespaces, nodes, virtualnetworks, floatingippools, networkattachmentdefinitions, endpointslices, adminnetworkpolicies, baselineadminnetworkpolicies, clusterconfig"
 }
 
 fn join<T: ToString>(items: &[T]) -> String {
@@ -350,6 +351,60 @@ fn derived_table(objects: &[DerivedObject]) -> Table {
                     let mut row = vec![f.namespace.clone()];
                     row.extend(floating_ip_row(f));
                     t.add_row(row);
+                }
+            }
+        }
+        DerivedObject::ServiceChain(_) => {
+            t = table(&[
+                "NAMESPACE",
+                "NAME",
+                "LEFT",
+                "RIGHT",
+                "SERVICES",
+                "PORTS",
+                "ON FAILURE",
+                "STATE",
+            ]);
+            for o in objects {
+                if let DerivedObject::ServiceChain(c) = o {
+                    let short = |fq: &str| fq.rsplit(':').next().unwrap_or(fq).to_string();
+                    let services: Vec<String> = c
+                        .hops
+                        .iter()
+                        .map(|h| format!("{}({}>{})", h.pod, h.left_interface, h.right_interface))
+                        .collect();
+                    let ports: Vec<String> = c
+                        .ports
+                        .iter()
+                        .map(|p| match (p.first, p.last) {
+                            (1, u16::MAX) => p.protocol.as_str().to_string(),
+                            (a, b) if a == b => format!("{}/{a}", p.protocol.as_str()),
+                            (a, b) => format!("{}/{a}-{b}", p.protocol.as_str()),
+                        })
+                        .collect();
+                    let state = if c.missing.is_empty() {
+                        "whole".to_string()
+                    } else {
+                        let effect = match c.on_failure {
+                            weft_model::ChainFailure::Drop => "dropping",
+                            weft_model::ChainFailure::Bypass => "bypassing",
+                        };
+                        format!("{effect}: {}", c.missing.join("; "))
+                    };
+                    t.add_row(vec![
+                        c.namespace.clone(),
+                        c.name.clone(),
+                        short(&c.left_network),
+                        short(&c.right_network),
+                        services.join(" -> "),
+                        if ports.is_empty() {
+                            "all".into()
+                        } else {
+                            ports.join(",")
+                        },
+                        format!("{:?}", c.on_failure),
+                        state,
+                    ]);
                 }
             }
         }

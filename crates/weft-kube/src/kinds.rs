@@ -23,6 +23,7 @@ pub fn api_resource(kind: InputKind) -> ApiResource {
         | InputKind::VirtualNetwork
         | InputKind::FloatingIpPool
         | InputKind::FloatingIp
+        | InputKind::ServiceChain
         | InputKind::BgpPeer
         | InputKind::NetworkAttachmentDefinition
         | InputKind::AdminNetworkPolicy
@@ -44,6 +45,7 @@ pub fn is_custom(kind: InputKind) -> bool {
             | InputKind::VirtualNetwork
             | InputKind::FloatingIpPool
             | InputKind::FloatingIp
+            | InputKind::ServiceChain
             | InputKind::BgpPeer
             | InputKind::NetworkAttachmentDefinition
             | InputKind::AdminNetworkPolicy

@@ -301,11 +301,13 @@ pub enum DerivedKind {
     FirewallPolicy,
     /// Pending objects.
     Status,
+    /// Service chains (`ServiceChain` objects).
+    ServiceChain,
 }
 
 impl DerivedKind {
     /// All derived kinds.
-    pub const ALL: [DerivedKind; 7] = [
+    pub const ALL: [DerivedKind; 8] = [
         DerivedKind::Project,
         DerivedKind::Network,
         DerivedKind::Interface,
@@ -313,6 +315,7 @@ impl DerivedKind {
         DerivedKind::FloatingIp,
         DerivedKind::FirewallPolicy,
         DerivedKind::Status,
+        DerivedKind::ServiceChain,
     ];
 
     /// Plural used in store keys and URLs.
@@ -325,6 +328,7 @@ impl DerivedKind {
             DerivedKind::FloatingIp => "floatingips",
             DerivedKind::FirewallPolicy => "policies",
             DerivedKind::Status => "statuses",
+            DerivedKind::ServiceChain => "servicechains",
         }
     }
 
@@ -346,6 +350,7 @@ pub enum DerivedObject {
     FloatingIp(FloatingIpRecord),
     FirewallPolicy(FirewallPolicyRecord),
     Status(ObjectStatus),
+    ServiceChain(crate::chain::ServiceChainRecord),
 }
 
 impl DerivedObject {
@@ -359,6 +364,7 @@ impl DerivedObject {
             DerivedObject::FloatingIp(_) => DerivedKind::FloatingIp,
             DerivedObject::FirewallPolicy(_) => DerivedKind::FirewallPolicy,
             DerivedObject::Status(_) => DerivedKind::Status,
+            DerivedObject::ServiceChain(_) => DerivedKind::ServiceChain,
         }
     }
 
@@ -374,6 +380,7 @@ impl DerivedObject {
             DerivedObject::FloatingIp(f) => format!("{}/{}", f.namespace, f.name),
             DerivedObject::FirewallPolicy(p) => p.name.clone(),
             DerivedObject::Status(s) => s.object.clone(),
+            DerivedObject::ServiceChain(c) => format!("{}/{}", c.namespace, c.name),
         }
     }
 
@@ -387,6 +394,7 @@ impl DerivedObject {
             DerivedObject::FloatingIp(f) => Some(&f.namespace),
             DerivedObject::FirewallPolicy(p) => Some(&p.namespace),
             DerivedObject::Status(_) => None,
+            DerivedObject::ServiceChain(c) => Some(&c.namespace),
         }
     }
 }

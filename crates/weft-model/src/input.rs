@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin_policy::{ANP_API_VERSION, AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 use crate::bgp::BgpPeer;
+use crate::chain::ServiceChain;
 use crate::config::ClusterConfig;
 use crate::error::FieldError;
 use crate::resources::{
@@ -49,11 +50,13 @@ pub enum InputKind {
     BaselineAdminNetworkPolicy,
     /// A floating IP bound to a pod interface (weft kind, namespaced; TF floating-ip).
     FloatingIp,
+    /// Traffic between two networks steered through service pods (weft kind, namespaced).
+    ServiceChain,
 }
 
 impl InputKind {
     /// All kinds, in the order a batch is applied (dependencies first).
-    pub const ALL: [InputKind; 14] = [
+    pub const ALL: [InputKind; 15] = [
         InputKind::ClusterConfig,
         InputKind::VirtualNetwork,
         InputKind::FloatingIpPool,
@@ -68,6 +71,7 @@ impl InputKind {
         InputKind::AdminNetworkPolicy,
         InputKind::BaselineAdminNetworkPolicy,
         InputKind::FloatingIp,
+        InputKind::ServiceChain,
     ];
 
     /// The manifest `kind:`.
@@ -87,6 +91,7 @@ impl InputKind {
             InputKind::AdminNetworkPolicy => "AdminNetworkPolicy",
             InputKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
             InputKind::FloatingIp => "FloatingIp",
+            InputKind::ServiceChain => "ServiceChain",
         }
     }
 
@@ -97,6 +102,7 @@ impl InputKind {
             | InputKind::VirtualNetwork
             | InputKind::FloatingIpPool
             | InputKind::FloatingIp
+            | InputKind::ServiceChain
             | InputKind::BgpPeer => WEFT_API_VERSION,
             InputKind::Namespace | InputKind::Node | InputKind::Pod | InputKind::Service => "v1",
             InputKind::NetworkAttachmentDefinition => NAD_API_VERSION,
@@ -136,6 +142,7 @@ impl InputKind {
             InputKind::AdminNetworkPolicy => "adminnetworkpolicies",
             InputKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
             InputKind::FloatingIp => "floatingips",
+            InputKind::ServiceChain => "servicechains",
         }
     }
 
@@ -221,6 +228,7 @@ pub enum InputObject {
     AdminNetworkPolicy(Box<AdminNetworkPolicy>),
     BaselineAdminNetworkPolicy(Box<BaselineAdminNetworkPolicy>),
     FloatingIp(Box<FloatingIp>),
+    ServiceChain(Box<ServiceChain>),
 }
 
 /// Decodes `value` as `T`, naming the failing field path on error.
@@ -328,6 +336,7 @@ impl InputObject {
                 InputObject::BaselineAdminNetworkPolicy(banp)
             }
             InputKind::FloatingIp => InputObject::FloatingIp(decode(value, &shown)?),
+            InputKind::ServiceChain => InputObject::ServiceChain(decode(value, &shown)?),
         })
     }
 
@@ -348,6 +357,7 @@ impl InputObject {
             InputObject::AdminNetworkPolicy(o) => serde_json::to_value(o),
             InputObject::BaselineAdminNetworkPolicy(o) => serde_json::to_value(o),
             InputObject::FloatingIp(o) => serde_json::to_value(o),
+            InputObject::ServiceChain(o) => serde_json::to_value(o),
         }
         .unwrap_or(serde_json::Value::Null);
         if let Some(map) = value.as_object_mut() {
@@ -375,6 +385,7 @@ impl InputObject {
             InputObject::AdminNetworkPolicy(_) => InputKind::AdminNetworkPolicy,
             InputObject::BaselineAdminNetworkPolicy(_) => InputKind::BaselineAdminNetworkPolicy,
             InputObject::FloatingIp(_) => InputKind::FloatingIp,
+            InputObject::ServiceChain(_) => InputKind::ServiceChain,
         }
     }
 
@@ -395,6 +406,7 @@ impl InputObject {
             InputObject::AdminNetworkPolicy(o) => &o.metadata,
             InputObject::BaselineAdminNetworkPolicy(o) => &o.metadata,
             InputObject::FloatingIp(o) => &o.metadata,
+            InputObject::ServiceChain(o) => &o.metadata,
         }
     }
 
@@ -415,6 +427,7 @@ impl InputObject {
             InputObject::AdminNetworkPolicy(o) => &mut o.metadata,
             InputObject::BaselineAdminNetworkPolicy(o) => &mut o.metadata,
             InputObject::FloatingIp(o) => &mut o.metadata,
+            InputObject::ServiceChain(o) => &mut o.metadata,
         }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod admin_policy;
 pub mod bgp;
+pub mod chain;
 pub mod config;
 pub mod derived;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod resources;
 
 pub use admin_policy::{AdminNetworkPolicy, BaselineAdminNetworkPolicy};
 pub use bgp::{BgpFamily, BgpPeer, BgpPeerRole, BgpPeerSpec, EffectiveBgpPeer, ImportedRoute};
+pub use chain::{ChainFailure, ChainGuard, ChainHop, ServiceChain, ServiceChainRecord, ServiceChainSpec};
 pub use config::{ClusterConfig, ClusterConfigSpec};
 pub use derived::{
     DerivedKind, DerivedObject, FirewallPolicyRecord, FloatingIpRecord, InterfaceAttachment, NetworkKind,

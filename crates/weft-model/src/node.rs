@@ -317,6 +317,10 @@ pub struct NodeNetwork {
     /// cluster leave through the underlay with the pod's own address (no NAT).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ip_fabric_forwarding: bool,
+    /// Service chains this table is a side of: which of its pods' new connections into
+    /// the chain are let through ([`crate::chain`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_guards: Vec<crate::chain::ChainGuard>,
 }
 
 /// How a network's pods reach the outside.

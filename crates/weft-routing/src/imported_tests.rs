@@ -31,6 +31,7 @@ fn state() -> NodeState {
             }],
             outside: None,
             ip_fabric_forwarding: false,
+            chain_guards: Vec::new(),
         }],
         interfaces: vec![],
         services: vec![],

@@ -36,6 +36,7 @@ use weft_model::node::{
 };
 use weft_model::{FloatingIpRecord, ImportedRoute, InterfaceAttachment, ServiceRecord, VirtualNetworkRecord};
 
+pub mod chains;
 pub mod policy;
 pub mod services;
 
@@ -228,6 +229,7 @@ pub fn compile_node_state_with_services(
             routes: routes.into_values().collect(),
             outside: None,
             ip_fabric_forwarding: network.ip_fabric_forwarding,
+            chain_guards: Vec::new(),
         });
     }
     tables.sort_by(|a, b| (a.vni, &a.fq_name).cmp(&(b.vni, &b.fq_name)));

@@ -13,6 +13,7 @@
 //! IPAM pools from what was stored and nothing can leak or be handed out twice.
 
 pub mod annotations;
+mod chains;
 mod fips;
 mod networks;
 mod pod_fips;
@@ -72,6 +73,7 @@ struct Dirty {
     services: BTreeSet<(String, String)>,
     policies: BTreeSet<(String, String)>,
     floating_ips: BTreeSet<(String, String)>,
+    chains: BTreeSet<(String, String)>,
 }
 
 type DerivedKey = (DerivedKind, String);
@@ -225,6 +227,26 @@ impl Translator {
                     t.policy_sequences
                         .insert((p.namespace.clone(), p.policy.clone()), p.sequence);
                     None
+                }
+                DerivedObject::ServiceChain(c) => {
+                    let mut problem = None;
+                    for (gap, vni) in c.hop_vnis.iter().enumerate() {
+                        let owner = format!("ServiceChain {}/{} instance {}", c.namespace, c.name, gap + 1);
+                        if let Err(e) = t.vnis.reserve(vni.0, &owner) {
+                            problem = Some(e.to_string());
+                        }
+                    }
+                    if problem.is_some() {
+                        for vni in &c.hop_vnis {
+                            if t.vnis
+                                .owner(vni.0)
+                                .is_some_and(|o| o.starts_with("ServiceChain "))
+                            {
+                                t.vnis.release(vni.0);
+                            }
+                        }
+                    }
+                    problem
                 }
                 DerivedObject::Project(_) | DerivedObject::Status(_) => None,
             };
@@ -397,6 +419,9 @@ impl Translator {
             InputKind::FloatingIp => {
                 self.dirty.floating_ips.insert((ns, key.name.clone()));
             }
+            InputKind::ServiceChain => {
+                self.dirty.chains.insert((ns, key.name.clone()));
+            }
             // Cluster-wide policies derive nothing: the route compiler reads them.
             InputKind::AdminNetworkPolicy | InputKind::BaselineAdminNetworkPolicy => {}
         }
@@ -545,6 +570,7 @@ impl Translator {
             InputObject::NetworkAttachmentDefinition(nad) => networks::validate_nad(&name, nad),
             InputObject::FloatingIpPool(pool) => networks::validate_fip_pool(&name, pool),
             InputObject::FloatingIp(fip) => pod_fips::validate_floating_ip(self, key, &name, fip),
+            InputObject::ServiceChain(chain) => chains::validate_service_chain(&name, chain),
             InputObject::EndpointSlice(slice) => services::validate_endpoint_slice(&name, slice),
             InputObject::NetworkPolicy(np) => policies::validate_policy(&name, np),
             InputObject::AdminNetworkPolicy(anp) => anp.validate(&name),
@@ -728,6 +754,22 @@ impl Translator {
         }
         for (ns, name) in &policies {
             policies::sync_policy(self, ns, name);
+        }
+        // Service chains: their networks, and the interfaces of their service pods, may
+        // have changed with any network or pod (chains are few; recompute them all).
+        let mut chains = dirty.chains;
+        if dirty.networks || dirty.everything || !pods.is_empty() || !waiting.is_empty() {
+            for (k, _) in self.inputs_of(InputKind::ServiceChain) {
+                chains.insert((k.namespace.clone().unwrap_or_default(), k.name.clone()));
+            }
+            for d in self.derived(DerivedKind::ServiceChain) {
+                if let DerivedObject::ServiceChain(c) = d {
+                    chains.insert((c.namespace.clone(), c.name.clone()));
+                }
+            }
+        }
+        for (ns, name) in &chains {
+            chains::sync_chain(self, ns, name);
         }
         self.take_changes()
     }

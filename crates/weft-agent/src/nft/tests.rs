@@ -148,6 +148,7 @@ fn state() -> NodeState {
                 ],
                 outside: None,
                 ip_fabric_forwarding: false,
+                chain_guards: Vec::new(),
             },
             NodeNetwork {
                 fq_name: "net3".into(),
@@ -164,6 +165,7 @@ fn state() -> NodeState {
                 )],
                 outside: None,
                 ip_fabric_forwarding: false,
+                chain_guards: Vec::new(),
             },
         ],
         interfaces: vec![
