@@ -46,6 +46,12 @@ pub const DERIVED_PREFIX: &str = "derived/";
 pub const WRITER_KEY: &str = "controller/writer";
 /// How often [`Controller::apply`] retries after losing a race with another replica.
 const MAX_CONFLICT_RETRIES: usize = 20;
+/// How long [`Controller::write_status`] waits after a commit before it compares, so a
+/// burst of commits is one pass.
+pub const STATUS_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+/// How soon [`Controller::write_status`] tries again after a failed write when no commit
+/// comes first.
+pub const STATUS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Errors of the controller runtime.
 #[derive(Debug, thiserror::Error)]
@@ -487,30 +493,108 @@ impl Controller {
         }
     }
 
-    /// Runs the Kubernetes watch until it ends, feeding batches into the translator.
+    /// Runs the Kubernetes watch until it ends, feeding batches into the translator, and
+    /// meanwhile writes weft's results back to Kubernetes ([`Controller::write_status`]).
+    ///
+    /// Only the replica that ingests runs this (the leader on etcd, see the CLI's
+    /// `kube_while_leader`), so status writes are once-only work like the ingestion and
+    /// BGP: two replicas never write the same status. Dropping (aborting) this future
+    /// stops both.
     pub async fn run_kube(self: Arc<Self>, source: weft_kube::KubeSource) {
         if let Ok(mut k) = self.kube.lock() {
             *k = Some(KubeState::default());
         }
+        let sink = weft_kube::KubeStatusSink::new(source.client().clone());
         let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
         let watcher = tokio::spawn(source.run(tx));
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            // Collect what is already queued, so a relist becomes one transaction.
-            while batch.len() < 2000 {
-                match rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
+        let ingest = async {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                // Collect what is already queued, so a relist becomes one transaction.
+                while batch.len() < 2000 {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = self.ingest_kube(batch).await {
+                    tracing::error!(error = %e, "could not store Kubernetes changes");
                 }
             }
-            if let Err(e) = self.ingest_kube(batch).await {
-                tracing::error!(error = %e, "could not store Kubernetes changes");
-            }
+        };
+        // The status writer never ends on its own: it stops with the ingestion.
+        tokio::select! {
+            () = ingest => {}
+            () = self.clone().write_status(sink) => {}
         }
         if let Ok(Err(e)) = watcher.await {
             tracing::error!(error = %e, "Kubernetes watch ended");
             self.note_kube_error("watch", e.to_string());
         }
+    }
+
+    /// Writes weft's results back to Kubernetes through `sink` (see [`weft_kube::status`]:
+    /// LoadBalancer ingress, pods' `k8s.v1.cni.cncf.io/network-status`), until the commit
+    /// channel closes.
+    ///
+    /// Triggered by commits rather than by a periodic tick: every change that can alter
+    /// what should be shown (a derived object) or what Kubernetes shows (a watched
+    /// Service or Pod, including the result of our own writes) is a commit, so a pass
+    /// after each one sees everything, and an idle cluster costs nothing. Passes are
+    /// debounced ([`STATUS_DEBOUNCE`]) so a burst of commits (a relist, many pods
+    /// starting) is one pass. A pass with failed writes is repeated after
+    /// [`STATUS_RETRY`] even without a commit. Each pass compares before writing
+    /// ([`weft_kube::status::plan`]); the watch then delivers the written status as an
+    /// input change whose commit leads to a pass that finds nothing to do — no loop.
+    pub async fn write_status<S: weft_kube::StatusSink>(self: Arc<Self>, sink: S) {
+        let mut commits = self.subscribe_commits();
+        let mut writer = weft_kube::StatusWriter::new(sink);
+        loop {
+            // Debounce: let a burst of commits land, then look once.
+            tokio::time::sleep(STATUS_DEBOUNCE).await;
+            commits.borrow_and_update();
+            let patches = self.status_plan().await;
+            let report = writer.write(patches).await;
+            if report.written + report.failed > 0 {
+                tracing::debug!(?report, "status pass");
+            }
+            let changed = async {
+                if report.failed > 0 {
+                    tokio::select! {
+                        r = commits.changed() => r.is_ok(),
+                        () = tokio::time::sleep(STATUS_RETRY) => true,
+                    }
+                } else {
+                    commits.changed().await.is_ok()
+                }
+            };
+            if !changed.await {
+                return;
+            }
+        }
+    }
+
+    /// The status patches Kubernetes needs now: the translator's Services and Pods (as the
+    /// watch last delivered them) against its derived services and interfaces.
+    async fn status_plan(&self) -> Vec<weft_kube::StatusPatch> {
+        let t = self.translator.lock().await;
+        let (mut services, mut pods) = (Vec::new(), Vec::new());
+        for object in t.inputs() {
+            match object {
+                InputObject::Service(s) => services.push(s.as_ref()),
+                InputObject::Pod(p) => pods.push(p.as_ref()),
+                _ => {}
+            }
+        }
+        let records = t.derived(DerivedKind::Service).filter_map(|d| match d {
+            DerivedObject::Service(s) => Some(s),
+            _ => None,
+        });
+        let interfaces = t.derived(DerivedKind::Interface).filter_map(|d| match d {
+            DerivedObject::Interface(i) => Some(i),
+            _ => None,
+        });
+        weft_kube::status::plan(services, pods, records, interfaces)
     }
 
     /// Follows commits made by OTHER controller replicas sharing the store (HA on etcd):
@@ -1174,6 +1258,74 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
                    "spec": {"containers": [{"name": "c", "image": "x"}]}}),
         )
+    }
+
+    /// Records the status patches the controller sends.
+    #[derive(Clone, Default)]
+    struct RecordingSink(Arc<std::sync::Mutex<Vec<weft_kube::StatusPatch>>>);
+
+    impl weft_kube::StatusSink for RecordingSink {
+        async fn send(&self, patch: &weft_kube::StatusPatch) -> Result<(), weft_kube::status::StatusError> {
+            if let Ok(mut sent) = self.0.lock() {
+                sent.push(patch.clone());
+            }
+            Ok(())
+        }
+    }
+
+    impl RecordingSink {
+        fn sent(&self) -> Vec<weft_kube::StatusPatch> {
+            self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+
+        async fn wait_for(&self, count: usize) -> Vec<weft_kube::StatusPatch> {
+            for _ in 0..200 {
+                if self.sent().len() >= count {
+                    return self.sent();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("expected {count} status patches, got {:?}", self.sent());
+        }
+    }
+
+    #[tokio::test]
+    async fn status_is_written_after_a_commit_and_not_again_once_the_watch_shows_it() {
+        let store: Arc<dyn ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store, "memory").await.expect("open");
+        let sink = RecordingSink::default();
+        let writer = tokio::spawn(c.clone().write_status(sink.clone()));
+        let scheduled = |annotations: serde_json::Value| {
+            obj(json!({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "a", "namespace": "default", "uid": "u-a", "resourceVersion": "5",
+                                    "annotations": annotations},
+                       "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}}))
+        };
+        c.ingest_kube(vec![KubeEvent::Snapshot {
+            kind: InputKind::Pod,
+            objects: vec![scheduled(json!({})), pod("default", "unscheduled")],
+        }])
+        .await
+        .expect("ingest");
+        let sent = sink.wait_for(1).await;
+        let weft_kube::StatusPatch::PodNetworkStatus { name, value, .. } = &sent[0] else {
+            panic!("expected the pod's network-status, got {sent:?}");
+        };
+        assert_eq!(name, "a");
+        // The watch delivers the annotated pod (a new resourceVersion): a commit, a
+        // pass, and nothing more to write.
+        let mut shown = scheduled(json!({weft_kube::status::NETWORK_STATUS_ANNOTATION: value}));
+        if let InputObject::Pod(p) = &mut shown {
+            p.metadata.resource_version = Some("6".into());
+        }
+        let before = c.revision();
+        c.ingest_kube(vec![KubeEvent::Change(InputChange::Upsert(shown))])
+            .await
+            .expect("ingest");
+        assert!(c.revision() > before, "the annotation change is committed");
+        tokio::time::sleep(STATUS_DEBOUNCE * 3).await;
+        assert_eq!(sink.sent().len(), 1, "{:?}", sink.sent());
+        writer.abort();
     }
 
     #[tokio::test]

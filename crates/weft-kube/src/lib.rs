@@ -41,10 +41,16 @@
 //!   must not wipe weft's networks), so readiness must not wait for those kinds.
 //! - A `410 Gone` is routine (the watch history was compacted): it is not reported as
 //!   a `WatchError`; the relist's Snapshot follows after one backoff step.
+//!
+//! The way back — Service `status.loadBalancer.ingress` and the pods'
+//! `k8s.v1.cni.cncf.io/network-status` annotation — is [`status`]: a pure [`status::plan`]
+//! of patches from the derived objects and the watched objects, sent by a
+//! [`StatusWriter`] through a [`StatusSink`] ([`KubeStatusSink`] on a live cluster).
 
 mod convert;
 mod kinds;
 mod raw;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +61,7 @@ use tokio::sync::mpsc;
 use weft_model::{InputChange, InputKind, InputObject};
 
 pub use kinds::{api_resource, collection_path};
+pub use status::{KubeStatusSink, StatusPatch, StatusSink, StatusWriter};
 
 use convert::KindState;
 use raw::RawObject;

@@ -12,6 +12,11 @@
 //!   with a `410 Expired` `Status`, exactly as etcd-backed API servers answer.
 //! - 404 with a `NotFound` `Status` for collections not served (CRDs not installed) and
 //!   for any unknown path (logged, to discover what kube-rs asks for).
+//! - `PATCH /api/v1/namespaces/{ns}/services/{name}/status` and
+//!   `PATCH /api/v1/namespaces/{ns}/pods/{name}` with a JSON merge patch: recorded
+//!   ([`FakeApiServer::patches`]), applied to the stored object (a new resourceVersion,
+//!   MODIFIED to the watches, the object in the answer), 404 when the object does not
+//!   exist, or the status set with [`FakeApiServer::fail_patches`].
 //!
 //! The test drives it: [`FakeApiServer::apply`], [`FakeApiServer::delete`],
 //! [`FakeApiServer::bookmark`], [`FakeApiServer::expire`], [`FakeApiServer::outage`], …
@@ -27,8 +32,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -57,6 +63,17 @@ impl Recorded {
     }
 }
 
+/// One PATCH the server received.
+#[derive(Debug, Clone)]
+pub struct RecordedPatch {
+    /// The URL path.
+    pub path: String,
+    /// The `Content-Type` (`application/merge-patch+json` for a merge patch).
+    pub content_type: String,
+    /// The patch document.
+    pub body: Value,
+}
+
 #[derive(Clone, Debug)]
 enum WatchMsg {
     /// One newline-terminated watch event.
@@ -83,6 +100,9 @@ struct Inner {
     resource_version: u64,
     collections: HashMap<&'static str, Collection>,
     requests: Vec<Recorded>,
+    patches: Vec<RecordedPatch>,
+    /// PATCH paths answered with this HTTP status instead of being applied.
+    patch_failures: HashMap<String, u16>,
 }
 
 /// The fake API server; stops when dropped.
@@ -164,6 +184,8 @@ impl FakeApiServer {
             resource_version: 100,
             collections,
             requests: Vec::new(),
+            patches: Vec::new(),
+            patch_failures: HashMap::new(),
         }));
 
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -300,6 +322,21 @@ impl FakeApiServer {
         change(&mut inner.collection(plural).objects);
     }
 
+    /// The PATCH requests received so far, in order.
+    pub fn patches(&self) -> Vec<RecordedPatch> {
+        self.lock().patches.clone()
+    }
+
+    /// Answers PATCHes of `path` with `code` (e.g. 403) from now on; recorded all the same.
+    pub fn fail_patches(&self, path: &str, code: u16) {
+        self.lock().patch_failures.insert(path.to_string(), code);
+    }
+
+    /// The stored object `key` (`namespace/name`) of `plural`.
+    pub fn object(&self, plural: &str, key: &str) -> Option<Value> {
+        self.lock().collection(plural).objects.get(key).cloned()
+    }
+
     /// Everything requested so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
@@ -406,11 +443,95 @@ fn parse_path(path: &str) -> Option<(String, String)> {
     }
 }
 
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(map) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                map.remove(key);
+            } else {
+                merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+/// A PATCH of a Service's status or of a Pod.
+fn handle_patch(inner: &Arc<Mutex<Inner>>, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let mut guard = inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status_json(400, "BadRequest", "patch is not JSON"),
+        );
+    };
+    guard.patches.push(RecordedPatch {
+        path: path.to_string(),
+        content_type: content_type.clone(),
+        body: patch.clone(),
+    });
+    if let Some(code) = guard.patch_failures.get(path).copied() {
+        let reason = if code == 403 { "Forbidden" } else { "InternalError" };
+        return json_response(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &status_json(code, reason, &format!("patch of {path} refused by the test")),
+        );
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (plural, key) = match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, "services", name, "status"] => ("services", format!("{ns}/{name}")),
+        ["api", "v1", "namespaces", ns, "pods", name] => ("pods", format!("{ns}/{name}")),
+        _ => {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &status_json(405, "MethodNotAllowed", "PATCH not served here"),
+            );
+        }
+    };
+    if content_type != "application/merge-patch+json" {
+        return json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &status_json(415, "UnsupportedMediaType", &content_type),
+        );
+    }
+    let rv = guard.bump();
+    let collection = guard.collection(plural);
+    let Some(object) = collection.objects.get_mut(&key) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status_json(404, "NotFound", &format!("{plural} \"{key}\" not found")),
+        );
+    };
+    merge_patch(object, &patch);
+    object["metadata"]["resourceVersion"] = rv.to_string().into();
+    let object = object.clone();
+    collection.emit(rv, &json!({"type": "MODIFIED", "object": object}));
+    json_response(StatusCode::OK, &object)
+}
+
 async fn handle(
     State(inner): State<Arc<Mutex<Inner>>>,
+    method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    if method == Method::PATCH {
+        return handle_patch(&inner, uri.path(), &headers, &body);
+    }
     let recorded = Recorded {
         path: uri.path().to_string(),
         query,
