@@ -31,8 +31,18 @@ pub fn api_resource(kind: InputKind) -> ApiResource {
             let api_version = kind.api_version();
             let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
             let gvk = GroupVersionKind::gvk(group, version, kind.kind_name());
-            ApiResource::from_gvk_with_plural(&gvk, kind.plural())
+            ApiResource::from_gvk_with_plural(&gvk, api_plural(kind))
         }
+    }
+}
+
+/// The plural the API server serves `kind` under. It is weft's own plural (the
+/// store key and `weft get` name) except for the Multus CRD, which Multus
+/// registers as `network-attachment-definitions`, with hyphens.
+fn api_plural(kind: InputKind) -> &'static str {
+    match kind {
+        InputKind::NetworkAttachmentDefinition => "network-attachment-definitions",
+        other => other.plural(),
     }
 }
 
@@ -73,7 +83,7 @@ mod tests {
             let ar = api_resource(kind);
             assert_eq!(ar.api_version, kind.api_version(), "{kind}");
             assert_eq!(ar.kind, kind.kind_name(), "{kind}");
-            assert_eq!(ar.plural, kind.plural(), "{kind}");
+            assert_eq!(ar.plural, api_plural(kind), "{kind}");
         }
     }
 
@@ -90,7 +100,7 @@ mod tests {
         );
         assert_eq!(
             collection_path(InputKind::NetworkAttachmentDefinition),
-            "/apis/k8s.cni.cncf.io/v1/networkattachmentdefinitions"
+            "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions"
         );
         // sig-network's CRDs: optional, so a 404 is "CRD not installed".
         assert_eq!(

@@ -15,7 +15,7 @@
 //! | Namespace, Node, Pod, Service | `/api/v1/{plural}` |
 //! | EndpointSlice | `/apis/discovery.k8s.io/v1/endpointslices` |
 //! | NetworkPolicy | `/apis/networking.k8s.io/v1/networkpolicies` |
-//! | NetworkAttachmentDefinition | `/apis/k8s.cni.cncf.io/v1/networkattachmentdefinitions` |
+//! | NetworkAttachmentDefinition | `/apis/k8s.cni.cncf.io/v1/network-attachment-definitions` |
 //! | ClusterConfig, VirtualNetwork, FloatingIpPool, FloatingIp | `/apis/weft.dev/v1alpha1/{plural}` |
 //! | AdminNetworkPolicy, BaselineAdminNetworkPolicy (sig-network CRDs, optional) | `/apis/policy.networking.k8s.io/v1alpha1/{plural}` |
 //!

@@ -207,7 +207,10 @@ async fn initial_list_becomes_one_snapshot_per_kind() {
             message.contains("404") && message.contains("CRD"),
             "{kind}: {message}"
         );
-        assert!(message.contains(kind.plural()), "{kind}: {message}");
+        assert!(
+            message.contains(&weft_kube::collection_path(kind)),
+            "{kind}: {message}"
+        );
     }
 
     // kube-rs lists in pages of 500. It drops `resourceVersion=0` (the "any" semantic)

@@ -172,7 +172,7 @@ impl FakeApiServer {
         add("endpointslices", "discovery.k8s.io/v1", "EndpointSlice", false);
         add("networkpolicies", "networking.k8s.io/v1", "NetworkPolicy", false);
         add(
-            "networkattachmentdefinitions",
+            "network-attachment-definitions",
             "k8s.cni.cncf.io/v1",
             "NetworkAttachmentDefinition",
             true,
