@@ -544,7 +544,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
     }
 
     // Local interfaces: traffic from the veth enters the table; the pod's /32 in it.
-    let mut host_ifs: BTreeMap<String, String> = BTreeMap::new();
+    let mut host_ifs: BTreeMap<String, (String, Ipv4Addr)> = BTreeMap::new();
     for iface in &state.interfaces {
         let key = iface.key();
         let Some(att) = attachments.get(&key) else {
@@ -557,7 +557,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
             warnings.push(format!("{key}: IPv6 address {} skipped (IPv4 only)", iface.ip));
             continue;
         };
-        host_ifs.insert(key.clone(), att.host_if_name.clone());
+        host_ifs.insert(key.clone(), (att.host_if_name.clone(), ip));
         out.rules.insert(RuleSpec {
             priority: RULE_PREF,
             table: iface.table,
@@ -759,7 +759,8 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
 /// What [`render_route`] needs besides the route.
 struct RouteContext<'a> {
     state: &'a NodeState,
-    host_ifs: &'a BTreeMap<String, String>,
+    /// Attached local interfaces: key → (host veth, pod address).
+    host_ifs: &'a BTreeMap<String, (String, Ipv4Addr)>,
     next_hops: &'a BTreeMap<String, Ipv4Addr>,
     /// Pseudo-peers of the VTEPs of routes imported over BGP ([`external_peers`]).
     externals: &'a [VtepPeer],
@@ -830,8 +831,17 @@ fn render_route<'a>(
     }
     match &route.next_hop {
         NextHop::Local { interface } => match ctx.host_ifs.get(interface) {
-            Some(host_if) => {
+            Some((host_if, ip)) if dst == IpNet::from(IpAddr::V4(*ip)) => {
                 insert_route(out, warnings, local_route(table, dst, host_if));
+            }
+            Some((host_if, ip)) => {
+                // A destination behind the pod (a service chain's far side): the
+                // pod's address is the gateway, reached on its veth.
+                let mut route = local_route(table, dst, host_if);
+                route.scope = Scope::Universe;
+                route.via = Some(IpAddr::V4(*ip));
+                route.onlink = true;
+                insert_route(out, warnings, route);
             }
             None => warnings.push(format!(
                 "table {table}: {dst} goes to local interface {interface}, which is not attached yet"

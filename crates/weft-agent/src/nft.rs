@@ -578,11 +578,16 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
         .copied()
         .chain(floating.iter().map(|(ip, _)| *ip))
         .collect();
+    let chain_guarded = state
+        .networks
+        .iter()
+        .any(|n| n.chain_guards.iter().any(|g| !g.ports.is_empty()));
     if state.services.is_empty()
         && reply_only.is_empty()
         && service_only.is_empty()
         && state.policies.is_empty()
         && to_pods.is_empty()
+        && !chain_guarded
     {
         return (None, warnings);
     }
@@ -1197,6 +1202,10 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
         );
     }
 
+    // Service chains that carry only some ports: other new connections towards the
+    // chain's far side are refused where they enter (before NetworkPolicy).
+    render_chain_guards(&mut b, state, &veths_by_table);
+
     // NetworkPolicy (after the reply-only guard, which only looks at new connections).
     render_policies(&mut b, state, attachments);
 
@@ -1409,6 +1418,76 @@ fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'sta
         vec![eq(meta(MetaKey::L4proto), string("tcp")), reject_tcp()],
     );
     b.rule(chain, vec![reject_icmpx(RejectCode::AdminProhibited)]);
+}
+
+/// One chain per [`weft_model::ChainGuard`] with ports, `chain-guard-<table>-<i>`:
+/// a new connection from a veth of the guarded table towards the chain's far side
+/// returns when its protocol and destination port are among the chain's, and is
+/// rejected otherwise (TCP reset, else ICMP admin-prohibited). The chain's routes
+/// carry the traffic; this is what limits it to the ports the ServiceChain names.
+fn render_chain_guards(b: &mut Builder, state: &NodeState, veths_by_table: &BTreeMap<u32, BTreeSet<String>>) {
+    for n in &state.networks {
+        let Some(veths) = veths_by_table.get(&n.table) else {
+            continue; // no attached pod of this table here: nothing enters from it
+        };
+        for (i, guard) in n.chain_guards.iter().enumerate() {
+            if guard.ports.is_empty() {
+                continue; // the chain carries everything
+            }
+            let destinations: Vec<SetItem<'static>> = guard
+                .destinations
+                .iter()
+                .filter_map(|p| match p.trunc() {
+                    ipnet::IpNet::V4(v4) => Some(SetItem::Element(prefix_expr(v4))),
+                    ipnet::IpNet::V6(_) => None,
+                })
+                .collect();
+            if destinations.is_empty() {
+                continue;
+            }
+            let chain = format!("chain-guard-{}-{i}", n.table);
+            b.chain(&chain);
+            for port in &guard.ports {
+                let dport = if port.first == port.last {
+                    number(u32::from(port.first))
+                } else {
+                    Expression::Range(Box::new(Range {
+                        range: [number(u32::from(port.first)), number(u32::from(port.last))],
+                    }))
+                };
+                b.rule(
+                    &chain,
+                    vec![
+                        eq(meta(MetaKey::L4proto), string(port.protocol.as_str())),
+                        eq(payload("th", "dport"), dport),
+                        Statement::Return(None),
+                    ],
+                );
+            }
+            b.rule(
+                &chain,
+                vec![eq(meta(MetaKey::L4proto), string("tcp")), reject_tcp()],
+            );
+            b.rule(&chain, vec![reject_icmpx(RejectCode::AdminProhibited)]);
+            b.rule(
+                "filter-forward",
+                vec![
+                    matches(ct("state"), Operator::IN, string("new")),
+                    eq(
+                        meta(MetaKey::Iifname),
+                        set(veths
+                            .iter()
+                            .map(|v| SetItem::Element(string(v.clone())))
+                            .collect()),
+                    ),
+                    eq(payload("ip", "daddr"), set(destinations)),
+                    Statement::Jump(JumpTarget {
+                        target: chain.clone().into(),
+                    }),
+                ],
+            );
+        }
+    }
 }
 
 /// The chain every admin `drop` goes to: TCP reset, else ICMP admin-prohibited.
