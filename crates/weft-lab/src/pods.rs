@@ -216,6 +216,90 @@ struct PodDoc {
     ports: Vec<u16>,
     /// Asks for secondary interfaces (`k8s.v1.cni.cncf.io/networks`).
     secondary: bool,
+    /// A service-chain hop ([`FORWARDER_ANNOTATION`]): forwards between its
+    /// interfaces, dropping the listed ports; or why the annotations are refused.
+    forwarder: Result<Option<Forwarder>, String>,
+}
+
+/// Lab pod annotation `lab.weft.dev/forwarder: "true"`: the pod is a small forwarding
+/// appliance, a ServiceChain hop: IPv4 forwarding on in its namespace. Its
+/// `/proc/net/snmp` `Ip: ForwDatagrams` counts what it forwarded.
+pub const FORWARDER_ANNOTATION: &str = "lab.weft.dev/forwarder";
+/// Lab pod annotation `lab.weft.dev/forwarder-drop: "tcp/8081,udp/53"`: a forwarder
+/// drops forwarded packets to these destination ports (an nftables forward-hook rule in
+/// the pod), the filtering appliance that shows a chain's order.
+pub const FORWARDER_DROP_ANNOTATION: &str = "lab.weft.dev/forwarder-drop";
+
+/// What a forwarder pod does (lab annotations, [`FORWARDER_ANNOTATION`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Forwarder {
+    /// (protocol `tcp`/`udp`, destination port) pairs it drops.
+    drop: Vec<(String, u16)>,
+}
+
+/// Reads the forwarder annotations of a pod; an error names the annotation and what it
+/// expected.
+fn forwarder_of(annotations: &Value) -> Result<Option<Forwarder>, String> {
+    let flag = annotations[FORWARDER_ANNOTATION].as_str();
+    let drop = annotations[FORWARDER_DROP_ANNOTATION].as_str();
+    match flag {
+        None | Some("false") => {
+            return match drop {
+                Some(_) => Err(format!(
+                    "annotation {FORWARDER_DROP_ANNOTATION} needs {FORWARDER_ANNOTATION}: \"true\""
+                )),
+                None => Ok(None),
+            };
+        }
+        Some("true") => {}
+        Some(other) => {
+            return Err(format!(
+                "annotation {FORWARDER_ANNOTATION}: {other:?}, expected \"true\" or \"false\""
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for item in drop
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        let parsed = item.split_once('/').and_then(|(proto, port)| {
+            let proto = proto.to_ascii_lowercase();
+            let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+            matches!(proto.as_str(), "tcp" | "udp").then_some((proto, port))
+        });
+        match parsed {
+            Some(p) => out.push(p),
+            None => {
+                return Err(format!(
+                    "annotation {FORWARDER_DROP_ANNOTATION}: {item:?}, expected tcp/PORT or udp/PORT (1-65535), comma-separated"
+                ));
+            }
+        }
+    }
+    Ok(Some(Forwarder { drop: out }))
+}
+
+/// Turns the pod's namespace into the forwarder `f` describes.
+async fn make_forwarder(netns: &str, f: &Forwarder) -> Result<()> {
+    sys::write_sysctl_in(netns, "net/ipv4/ip_forward", "1")?;
+    if f.drop.is_empty() {
+        return Ok(());
+    }
+    let mut script = String::from(
+        "add table inet lab-forwarder; add chain inet lab-forwarder forward { type filter hook forward priority 0; policy accept; }",
+    );
+    for (proto, port) in &f.drop {
+        script.push_str(&format!(
+            "; add rule inet lab-forwarder forward {proto} dport {port} counter drop"
+        ));
+    }
+    sys::ip(&["netns", "exec", netns, "nft", &script])
+        .await
+        .with_context(|| format!("adding the forwarder's drop rules in {netns}"))?;
+    Ok(())
 }
 
 fn pod_doc(index: usize, doc: &ManifestDocument, default_ns: &str) -> Option<PodDoc> {
@@ -251,6 +335,7 @@ fn pod_doc(index: usize, doc: &ManifestDocument, default_ns: &str) -> Option<Pod
         secondary: o["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]
             .as_str()
             .is_some_and(|n| !n.trim().is_empty()),
+        forwarder: forwarder_of(&o["metadata"]["annotations"]),
     })
 }
 
@@ -325,6 +410,11 @@ pub async fn apply_docs(
             continue;
         };
         let key = format!("{}/{}", p.namespace, p.name);
+        if let Err(e) = &p.forwarder {
+            eprintln!("error: {}: pod {key}: {e}", doc.source);
+            refused.insert(i);
+            continue;
+        }
         let existing = state.pods.get(&key).map(|r| r.node.clone());
         let node = match (&p.node, existing) {
             (Some(want), Some(have)) if *want != have => {
@@ -531,6 +621,9 @@ async fn ensure_pod(
         rec.cni_result = run.output;
         if p.secondary {
             attach_secondary(&snapshot, &mut rec, &config).await?;
+        }
+        if let Ok(Some(f)) = &p.forwarder {
+            make_forwarder(&netns, f).await?;
         }
         rec.echo_pid = Some(start_echo(&snapshot, &rec).await?);
         anyhow::Ok(())
@@ -804,6 +897,35 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn forwarder_annotations() {
+        assert_eq!(forwarder_of(&json!({})), Ok(None));
+        assert_eq!(forwarder_of(&json!({FORWARDER_ANNOTATION: "false"})), Ok(None));
+        assert_eq!(
+            forwarder_of(&json!({FORWARDER_ANNOTATION: "true"})),
+            Ok(Some(Forwarder { drop: vec![] }))
+        );
+        assert_eq!(
+            forwarder_of(
+                &json!({FORWARDER_ANNOTATION: "true", FORWARDER_DROP_ANNOTATION: "TCP/8081, udp/53"})
+            ),
+            Ok(Some(Forwarder {
+                drop: vec![("tcp".into(), 8081), ("udp".into(), 53)]
+            }))
+        );
+        for (flag, drop, expected) in [
+            ("yes", "", "expected \"true\" or \"false\""),
+            ("true", "tcp/0", "expected tcp/PORT or udp/PORT"),
+            ("true", "icmp/1", "expected tcp/PORT or udp/PORT"),
+            ("true", "tcp", "expected tcp/PORT or udp/PORT"),
+            ("false", "tcp/80", "needs lab.weft.dev/forwarder"),
+        ] {
+            let err = forwarder_of(&json!({FORWARDER_ANNOTATION: flag, FORWARDER_DROP_ANNOTATION: drop}))
+                .unwrap_err();
+            assert!(err.contains(expected), "{flag} {drop}: {err}");
+        }
     }
 
     #[test]
