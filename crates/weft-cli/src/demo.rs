@@ -3,7 +3,9 @@
 //! a real data plane: a 2-node `weft lab` of network namespaces on this machine, with
 //! a controller, one agent per node and the CNI plugin attaching every pod. It prints
 //! the reachability matrix with a one-line explanation per group of cells, the routing
-//! tables involved, and takes the lab down (`--keep` leaves it up). Needs root.
+//! tables involved, and takes the lab down (`--keep` leaves it up). Then two more acts:
+//! two clusters peered over BGP (a client in one calls a service in the other) and a
+//! two-hop service chain (`examples/service-chain`). Needs root.
 //!
 //! `weft demo --control-plane` is the part without root: what the controller makes of
 //! the manifests (projects, networks and VNIs, addresses, services) on a throw-away
@@ -308,6 +310,7 @@ async fn data_plane(args: DemoArgs) -> Result<()> {
     }
     let mismatches = outcome?;
     second_act(args.keep, &progress).await?;
+    chain_act(args.keep, &progress).await?;
     progress.step(&format!("demo finished in {:.1}s", wall.elapsed().as_secs_f64()));
     anyhow::ensure!(
         mismatches == 0,
@@ -434,6 +437,138 @@ async fn second_act(keep: bool, progress: &Progress) -> Result<()> {
         weft_lab::topology::down(&lab, progress).await?;
     }
     outcome
+}
+
+/// The third act's scenario: two networks joined by a two-hop service chain.
+const CHAIN_ACT: (&str, &str) = (
+    "examples/service-chain/chain.yaml",
+    include_str!("../../../examples/service-chain/chain.yaml"),
+);
+
+/// Third act: a service chain (lab `wchain`). vn-left and vn-right are joined only
+/// through the forwarding pods fw1 and fw2; the probes show both directions cross
+/// both hops, and fw2's filter shows the order (left to right fw1 forwards what fw2
+/// then drops; right to left fw2 drops it first and fw1 never sees it).
+async fn chain_act(keep: bool, progress: &Progress) -> Result<()> {
+    let lab = LabName::new("wchain")?;
+    if weft_lab::topology::exists(&lab).await {
+        weft_lab::topology::down(&lab, progress).await?;
+    }
+    progress
+        .step("third act: a service chain, vn-left <-> fw1 <-> fw2 <-> vn-right (examples/service-chain)");
+    let documents = parse_manifest_text(CHAIN_ACT.1, CHAIN_ACT.0)
+        .into_iter()
+        .map(|d| d.context("the built-in chain act parses"))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = weft_lab::topology::UpOptions {
+        documents,
+        ..Default::default()
+    };
+    let outcome = async {
+        anyhow::ensure!(
+            weft_lab::topology::up(&lab, &opts, progress).await?,
+            "the chain scenario did not apply cleanly (see the errors above)"
+        );
+        let state = weft_lab::state::LabState::load(&lab)?;
+        let pod = |name: &str| -> Result<(String, std::net::IpAddr)> {
+            let p = state.pod(&format!("default/{name}"))?;
+            let ip =
+                p.ip.as_deref()
+                    .and_then(|a| a.split('/').next()?.parse().ok())
+                    .with_context(|| format!("pod default/{name} has no address"))?;
+            Ok((p.netns.clone(), ip))
+        };
+        let (left, right) = (pod("left")?, pod("right")?);
+        let (fw1, fw2) = (pod("fw1")?.0, pod("fw2")?.0);
+        println!("\n== service chain web: vn-left -> fw1 -> fw2 -> vn-right (fw2 drops tcp/8081)");
+        let mut wrong = Vec::new();
+        for (from, (src, _), (_, dst), port, expect) in [
+            ("left", &left, &right, 80, true),
+            ("right", &right, &left, 80, true),
+            ("left", &left, &right, 8081, false),
+            ("right", &right, &left, 8081, false),
+        ] {
+            let to = if from == "left" { "right" } else { "left" };
+            // Let the last probe's connection finish closing, so the counts are this
+            // probe's packets.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let before = hop_counts(&fw1, &fw2).await?;
+            // A connection that should work may wait for the agents (bounded).
+            let deadline = Instant::now() + std::time::Duration::from_secs(if expect { 20 } else { 0 });
+            let outcome = loop {
+                let (ns, target) = (src.clone(), std::net::SocketAddr::new(*dst, port));
+                let o = tokio::task::spawn_blocking(move || {
+                    weft_lab::echo::probe_from_netns(
+                        &ns,
+                        target,
+                        weft_lab::Proto::Tcp,
+                        std::time::Duration::from_secs(1),
+                    )
+                })
+                .await?;
+                if o.ok() == expect || Instant::now() >= deadline {
+                    break o;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            let after = hop_counts(&fw1, &fw2).await?;
+            let delta = |i: usize| {
+                let (routed, dropped) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+                if dropped == 0 {
+                    format!("+{routed}")
+                } else {
+                    format!("+{routed}, {dropped} dropped by its filter")
+                }
+            };
+            println!(
+                "{} {from} -> {to} {dst}:{port}/tcp: {} ({}); packets at fw1 {}, at fw2 {}",
+                if outcome.ok() { "." } else { "X" },
+                if outcome.ok() {
+                    "connected"
+                } else {
+                    "no connection"
+                },
+                outcome.detail,
+                delta(0),
+                delta(1),
+            );
+            if outcome.ok() != expect {
+                wrong.push(format!("{from} -> {to} {port}/tcp"));
+            }
+        }
+        let chains = ApiClient::new(&state.controller.url)
+            .derived("servicechains", None)
+            .await?;
+        println!("\n{}", crate::output::derived_table(&chains));
+        anyhow::ensure!(
+            wrong.is_empty(),
+            "the chain did not behave as expected: {}",
+            wrong.join(", ")
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    if keep {
+        progress.step(&format!(
+            "lab {lab} left up. Try: weft lab probe --name {lab} default/left default/right 80/tcp; \
+             weft lab exec --name {lab} default/fw1 -- cat /proc/net/snmp; weft lab down --name {lab}"
+        ));
+    } else {
+        weft_lab::topology::down(&lab, progress).await?;
+    }
+    outcome
+}
+
+/// (packets routed on, packets dropped by the filter) of the two forwarders.
+async fn hop_counts(fw1: &str, fw2: &str) -> Result<[(u64, u64); 2]> {
+    let mut out = [(0, 0); 2];
+    for (slot, netns) in out.iter_mut().zip([fw1, fw2]) {
+        *slot = (
+            weft_lab::pods::forwarded_in(netns).await?,
+            weft_lab::pods::dropped_in(netns).await?,
+        );
+    }
+    Ok(out)
 }
 
 /// Brings the lab up and shows matrix and routes; the number of unexpected cells.

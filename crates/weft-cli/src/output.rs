@@ -226,7 +226,8 @@ fn floating_ip_row(f: &weft_model::FloatingIpRecord) -> Vec<String> {
     ]
 }
 
-fn derived_table(objects: &[DerivedObject]) -> Table {
+/// The `weft get` table of derived objects (all of one kind).
+pub(crate) fn derived_table(objects: &[DerivedObject]) -> Table {
     let Some(first) = objects.first() else {
         return table(&["(none)"]);
     };

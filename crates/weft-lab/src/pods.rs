@@ -223,7 +223,9 @@ struct PodDoc {
 
 /// Lab pod annotation `lab.weft.dev/forwarder: "true"`: the pod is a small forwarding
 /// appliance, a ServiceChain hop: IPv4 forwarding on in its namespace. Its
-/// `/proc/net/snmp` `Ip: ForwDatagrams` counts what it forwarded.
+/// `/proc/net/snmp` `Ip: ForwDatagrams` counts the packets that entered its forwarding
+/// path ([`forwarded_in`]; current kernels count before the forward hook, so what its
+/// filter drops is included), the filter's counter what it dropped ([`dropped_in`]).
 pub const FORWARDER_ANNOTATION: &str = "lab.weft.dev/forwarder";
 /// Lab pod annotation `lab.weft.dev/forwarder-drop: "tcp/8081,udp/53"`: a forwarder
 /// drops forwarded packets to these destination ports (an nftables forward-hook rule in
@@ -280,6 +282,53 @@ fn forwarder_of(annotations: &Value) -> Result<Option<Forwarder>, String> {
         }
     }
     Ok(Some(Forwarder { drop: out }))
+}
+
+/// `Ip: ForwDatagrams` of a `/proc/net/snmp` text: the packets that namespace routed
+/// on (forwarded, or dropped by its forward hook).
+pub fn forwarded_datagrams(snmp: &str) -> Option<u64> {
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next()?, ip.next()?);
+    let at = names.split_whitespace().position(|n| n == "ForwDatagrams")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// The packets the pod namespace `netns` has forwarded ([`forwarded_datagrams`]).
+pub async fn forwarded_in(netns: &str) -> Result<u64> {
+    let snmp = sys::ip(&["netns", "exec", netns, "cat", "/proc/net/snmp"]).await?;
+    forwarded_datagrams(&snmp).with_context(|| format!("no Ip: ForwDatagrams in {netns}'s /proc/net/snmp"))
+}
+
+/// The packets a forwarder's drop rules dropped: the sum of the `counter packets N` of
+/// `nft list table inet lab-forwarder` (0 when it has no drop rules).
+pub fn dropped_packets(ruleset: &str) -> u64 {
+    let words: Vec<&str> = ruleset.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "packets")
+        .filter_map(|w| w[1].parse::<u64>().ok())
+        .sum()
+}
+
+/// The packets the forwarder pod namespace `netns` dropped by its
+/// `lab.weft.dev/forwarder-drop` rules ([`dropped_packets`]).
+pub async fn dropped_in(netns: &str) -> Result<u64> {
+    let tables = sys::ip(&["netns", "exec", netns, "nft", "list", "tables"]).await?;
+    if !tables.contains("lab-forwarder") {
+        return Ok(0);
+    }
+    let table = sys::ip(&[
+        "netns",
+        "exec",
+        netns,
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "lab-forwarder",
+    ])
+    .await?;
+    Ok(dropped_packets(&table))
 }
 
 /// Turns the pod's namespace into the forwarder `f` describes.
@@ -897,6 +946,21 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn forwarded_datagrams_from_snmp() {
+        let snmp = "Ip: Forwarding DefaultTTL InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos\nIp: 1 64 10 0 0 7 0\nIcmp: InMsgs\nIcmp: 3\n";
+        assert_eq!(forwarded_datagrams(snmp), Some(7));
+        assert_eq!(forwarded_datagrams("Ip: Forwarding\nIp: 1\n"), None);
+        assert_eq!(forwarded_datagrams(""), None);
+    }
+
+    #[test]
+    fn dropped_packets_from_the_ruleset() {
+        let table = "table inet lab-forwarder {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\ttcp dport 8081 counter packets 3 bytes 180 drop\n\t\tudp dport 53 counter packets 2 bytes 90 drop\n\t}\n}\n";
+        assert_eq!(dropped_packets(table), 5);
+        assert_eq!(dropped_packets(""), 0);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! bypassed as `onFailure` says.
 //!
 //! The hops are lab forwarder pods (`lab.weft.dev/forwarder`): IPv4 forwarding on in
-//! their namespace, `Ip: ForwDatagrams` of their `/proc/net/snmp` counting what they
-//! forwarded, and `lab.weft.dev/forwarder-drop` an nftables drop rule in their forward
-//! hook (a dropped packet is not counted as forwarded).
+//! their namespace, `Ip: ForwDatagrams` of their `/proc/net/snmp` counting what entered
+//! their forwarding path, and `lab.weft.dev/forwarder-drop` an nftables drop rule with
+//! a counter in their forward hook.
 //!
 //! Root needed (skipped otherwise); the `weft` and `weft-cni` binaries of this
 //! workspace; lab `c<pid % 10000><letter>` taken down by a guard; traffic only between
@@ -85,13 +85,13 @@ spec:
 /// Packets pod `pod` has forwarded (`Ip: ForwDatagrams` in its namespace).
 fn forwarded(lab: &Lab, pod: &str) -> u64 {
     let snmp = lab.ok(&["exec", pod, "--", "cat", "/proc/net/snmp"]);
-    let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
-    let (names, values) = (ip_lines.next().unwrap(), ip_lines.next().unwrap());
-    let at = names
-        .split_whitespace()
-        .position(|n| n == "ForwDatagrams")
-        .unwrap();
-    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+    weft_lab::pods::forwarded_datagrams(&snmp).unwrap_or_else(|| panic!("{pod}: {snmp}"))
+}
+
+/// Packets pod `pod`'s `lab.weft.dev/forwarder-drop` rules dropped.
+fn dropped(lab: &Lab, pod: &str) -> u64 {
+    let table = lab.ok(&["exec", pod, "--", "nft", "list", "table", "inet", "lab-forwarder"]);
+    weft_lab::pods::dropped_packets(&table)
 }
 
 fn ip_of(lab: &Lab, pod: &str) -> String {
