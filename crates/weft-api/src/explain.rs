@@ -289,6 +289,125 @@ fn explain_policy(
     decision.allowed()
 }
 
+/// The service-chain step: when a chain joins the source's network to `dst_ip`'s side,
+/// the hops the traffic crosses in order and whether the chain carries this port; when
+/// a chain that would join them is dropping (a hop missing), why there is no route.
+/// `Some` is a final verdict (refused by the chain's ports).
+#[allow(clippy::too_many_arguments)]
+async fn explain_chain(
+    c: &Controller,
+    state: &NodeState,
+    table: u32,
+    src_network: &str,
+    dst_ip: IpAddr,
+    routed: bool,
+    protocol: L4Protocol,
+    port: u16,
+    steps: &mut Vec<ExplainStep>,
+) -> Option<Explanation> {
+    let chains: Vec<weft_model::ServiceChainRecord> = c
+        .derived(DerivedKind::ServiceChain, None)
+        .await
+        .into_iter()
+        .filter_map(|d| match d {
+            DerivedObject::ServiceChain(r) => Some(r),
+            _ => None,
+        })
+        .filter(|r| r.left_network == src_network || r.right_network == src_network)
+        .collect();
+    let guard = state.networks.iter().find(|n| n.table == table).and_then(|n| {
+        n.chain_guards
+            .iter()
+            .find(|g| g.destinations.iter().any(|p| p.contains(&dst_ip)))
+    });
+    let Some(guard) = guard else {
+        if !routed {
+            for r in chains.iter().filter(|r| !r.missing.is_empty()) {
+                step(
+                    steps,
+                    "chain",
+                    format!(
+                        "service chain {}/{} would join {} and {}, but it drops traffic while a service pod is missing ({}; onFailure Drop)",
+                        r.namespace,
+                        r.name,
+                        r.left_network,
+                        r.right_network,
+                        r.missing.join("; ")
+                    ),
+                );
+            }
+        }
+        return None;
+    };
+    let record = chains
+        .iter()
+        .find(|r| format!("{}/{}", r.namespace, r.name) == guard.chain)?;
+    let left_to_right = record.left_network == src_network;
+    let mut hops: Vec<String> = record
+        .hops
+        .iter()
+        .map(|h| {
+            if left_to_right {
+                format!("{} ({} → {})", h.pod, h.left_interface, h.right_interface)
+            } else {
+                format!("{} ({} → {})", h.pod, h.right_interface, h.left_interface)
+            }
+        })
+        .collect();
+    if !left_to_right {
+        hops.reverse();
+    }
+    let state_text = if record.missing.is_empty() {
+        String::new()
+    } else {
+        format!("; bypassing what is missing: {}", record.missing.join("; "))
+    };
+    step(
+        steps,
+        "chain",
+        format!(
+            "service chain {}: {dst_ip} is on its other side, so the packet crosses {} in this order, each forwarding between its interfaces (right to left the order is reversed){state_text}",
+            guard.chain,
+            if hops.is_empty() {
+                "no service pod (none is left: connected directly)".to_string()
+            } else {
+                hops.join(" → ")
+            }
+        ),
+    );
+    let carried = guard.ports.is_empty()
+        || guard
+            .ports
+            .iter()
+            .any(|p| p.protocol == protocol && p.first <= port && port <= p.last);
+    if carried {
+        return None;
+    }
+    let list: Vec<String> = guard
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}-{}", p.protocol.as_str(), p.first, p.last))
+        .collect();
+    step(
+        steps,
+        "chain",
+        format!(
+            "the chain carries only {}: the agent's nftables forward chain refuses {}/{port} (TCP reset / ICMP admin-prohibited)",
+            list.join(", "),
+            protocol.as_str()
+        ),
+    );
+    Some(Explanation {
+        steps: std::mem::take(steps),
+        verdict: "denied".into(),
+        reason: format!(
+            "service chain {} does not carry {}/{port}",
+            guard.chain,
+            protocol.as_str()
+        ),
+    })
+}
+
 /// Explains one flow.
 pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation, ExplainError> {
     let protocol = Protocol::parse(&req.protocol).ok_or_else(|| {
@@ -518,6 +637,21 @@ pub async fn explain(c: &Controller, req: &ExplainRequest) -> Result<Explanation
         );
     }
     step(&mut steps, "route", text);
+    if let Some(denied) = explain_chain(
+        c,
+        &state,
+        table,
+        &src.network,
+        dst_ip,
+        routed,
+        wanted,
+        req.port,
+        &mut steps,
+    )
+    .await
+    {
+        return Ok(denied);
+    }
     if !routed {
         return Ok(Explanation {
             steps,
@@ -606,6 +740,99 @@ mod tests {
         let e = explain(&c, &req("iso/p")).await.expect("explains");
         assert_eq!(e.verdict, "denied", "{e:#?}");
         assert!(e.steps.iter().all(|s| s.stage != "nat"), "{e:#?}");
+    }
+
+    /// `weft explain` names a service chain's hops in order (reversed from the right),
+    /// refuses a port the chain does not carry, and says why there is no route while a
+    /// hop is missing and the chain drops.
+    #[tokio::test]
+    async fn explain_shows_the_service_chain() {
+        let store: Arc<dyn weft_store::ConfigStore> = Arc::new(weft_store::MemoryStore::new());
+        let c = Controller::open(store, "memory").await.expect("open");
+        let vn = |name: &str, subnet: &str| {
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork",
+                   "metadata": {"name": name, "namespace": "default"}, "spec": {"subnets": [subnet]}})
+        };
+        let client = |name: &str, vn: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                   "annotations": {"opencontrail.org/network":
+                       format!("{{'domain': 'default-domain', 'project': 'k8s-default', 'name': '{vn}'}}")}},
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}})
+        };
+        let hop = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                   "annotations": {"k8s.v1.cni.cncf.io/networks": "vn-left,vn-right"}},
+                   "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}})
+        };
+        let chain = json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ServiceChain",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"leftNetwork": "vn-left", "rightNetwork": "vn-right",
+                     "services": [{"pod": "fw1"}, {"pod": "fw2"}],
+                     "ports": [{"protocol": "TCP", "port": 80}]}});
+        apply(
+            &c,
+            vec![
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                       "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}]}}),
+                vn("vn-left", "10.10.10.0/24"),
+                vn("vn-right", "20.20.20.0/24"),
+                client("left", "vn-left"),
+                client("right", "vn-right"),
+                hop("fw1"),
+                hop("fw2"),
+                chain,
+            ],
+        )
+        .await;
+        let req = |from: &str, to: &str, port: u16| ExplainRequest {
+            from: from.into(),
+            to: to.into(),
+            port,
+            protocol: "tcp".into(),
+        };
+        let e = explain(&c, &req("default/left", "default/right", 80))
+            .await
+            .expect("explains");
+        assert_eq!(e.verdict, "allowed", "{e:#?}");
+        let step = e.steps.iter().find(|s| s.stage == "chain").expect("a chain step");
+        assert!(
+            step.detail.contains("default/web")
+                && step.detail.contains("fw1 (net1 → net2) → fw2 (net1 → net2)"),
+            "{e:#?}"
+        );
+        let e = explain(&c, &req("default/right", "default/left", 80))
+            .await
+            .expect("explains");
+        let step = e.steps.iter().find(|s| s.stage == "chain").expect("a chain step");
+        assert!(
+            step.detail.contains("fw2 (net2 → net1) → fw1 (net2 → net1)"),
+            "{e:#?}"
+        );
+        let e = explain(&c, &req("default/left", "default/right", 8082))
+            .await
+            .expect("explains");
+        assert_eq!(e.verdict, "denied", "{e:#?}");
+        assert!(e.reason.contains("does not carry tcp/8082"), "{e:#?}");
+        // fw2 goes: the chain drops (no route), and explain says why.
+        c.apply(
+            ApplyRequest::from_objects(
+                "test",
+                vec![json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fw2", "namespace": "default"}})],
+            ),
+            true,
+        )
+        .await
+        .expect("delete");
+        let e = explain(&c, &req("default/left", "default/right", 80))
+            .await
+            .expect("explains");
+        assert_eq!(e.verdict, "denied", "{e:#?}");
+        assert!(
+            e.steps.iter().any(|s| s.stage == "chain"
+                && s.detail.contains("fw2")
+                && s.detail.contains("onFailure Drop")),
+            "{e:#?}"
+        );
     }
 
     /// `weft explain` walks ANP → NetworkPolicy: a Deny beats the NetworkPolicy allow,
