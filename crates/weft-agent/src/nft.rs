@@ -24,7 +24,9 @@
 //!                                 iifname weft-vxlan l4proto P ct mark |= TUNNEL_CT_MARK
 //!                                   dnat to <pick among local backends>
 //!                                 (another cluster's traffic to a VIP exported over BGP)
-//! out.<ns>.<svc>.<proto>.<port>:  ct mark |= SERVICE_CT_MARK; l4proto P dnat to <pick>
+//! out.<ns>.<svc>.<proto>.<port>:  iifname { client pods' veths } l4proto P dnat to <pick>
+//!                                 (in-cluster clients of an external or floating IP)
+//!                                 ct mark |= SERVICE_CT_MARK; l4proto P dnat to <pick>
 //! <pick>: one backend → ip:port; several → numgen random mod N map { i : ip . port }
 //!         (sessionAffinity ClientIP: jhash ip saddr mod N seed <per service port>)
 //! ```
@@ -56,8 +58,9 @@
 //!   ones use the new backend list). A connection to a removed backend is not flushed.
 //!
 //! Limits: IPv4 only; the node's own processes do not use VIPs (no output NAT hook);
-//! pods should use the ClusterIP, not a NodePort or external IP (their replies would be
-//! routed by `main`). A pod that reaches a VIP and is picked as its own backend
+//! a pod reaches a service's external IPs and floating IPs like its ClusterIP when the
+//! service is one it may use (its client tables), but not its NodePorts (the replies
+//! would be routed by `main`). A pod that reaches a VIP and is picked as its own backend
 //! (hairpin) is SNATed to its gateway address in `nat-postrouting`, so it does not see
 //! its own address as the source.
 //!
@@ -760,6 +763,26 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
             if outside {
                 let chain = service_chain("out", s, p);
                 b.chain(&chain);
+                if !clients.is_empty() {
+                    // The service's own client pods reaching its external IP or
+                    // floating IP: translated as for the VIP (routed by their table,
+                    // replies back the same way), as kube-proxy does for in-cluster
+                    // clients of an external or load-balancer address.
+                    b.rule(
+                        &chain,
+                        vec![
+                            eq(
+                                meta(MetaKey::Iifname),
+                                set(clients
+                                    .iter()
+                                    .map(|c| SetItem::Element(string(c.clone())))
+                                    .collect()),
+                            ),
+                            eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
+                            pick.clone(),
+                        ],
+                    );
+                }
                 b.rule(
                     &chain,
                     vec![

@@ -54,6 +54,11 @@ spec:
   type: LoadBalancer
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec: {nodeName: node-1, containers: [{name: c, image: x}]}
 "#;
 
 /// The service's floating IP, once the controller has given it one.
@@ -84,6 +89,13 @@ fn an_external_host_reaches_a_load_balancer_service_on_its_floating_ip() {
     }
     // A port the service does not have is not open on the FIP (the check can fail).
     assert!(whoami_from_netns(&ext, SocketAddr::new(fip, 81), Proto::Tcp, Duration::from_secs(1)).is_err());
+
+    // A pod of the cluster reaches the service on its floating IP as well (translated
+    // on the pod's node like the ClusterIP, not sent out to the gateway).
+    let client = lab.pod_netns("default/client");
+    let who = whoami_from_netns(&client, target, Proto::Tcp, Duration::from_secs(2))
+        .unwrap_or_else(|o| panic!("default/client -> {target}: {o:?}"));
+    assert_eq!(who, "default/web");
 }
 
 const SNAT_SCENARIO: &str = r#"

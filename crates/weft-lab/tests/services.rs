@@ -206,6 +206,7 @@ fn node_port_external_ip_and_load_balancer_from_another_node() {
     let mut m = String::new();
     m += &pod("default", "web-1", 1, "web", "{containerPort: 8080}");
     m += &pod("default", "web-2", 2, "web", "{containerPort: 8080}");
+    m += &pod("default", "client", 2, "client", "{containerPort: 80}");
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: np, namespace: default}\nspec:\n  type: NodePort\n  selector: {app: web}\n  externalIPs: [198.51.100.10]\n  ports:\n  - {name: tcp, port: 80, targetPort: 8080, nodePort: 30080}\n  - {name: udp, port: 80, protocol: UDP, targetPort: 8080, nodePort: 30080}\n---\n";
     m += "apiVersion: v1\nkind: Service\nmetadata: {name: lb, namespace: default}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080}]\n";
     let lab = Lab::up_text('c', &m);
@@ -247,6 +248,16 @@ fn node_port_external_ip_and_load_balancer_from_another_node() {
     let ext = SocketAddr::new("198.51.100.10".parse().unwrap(), 80);
     let t = eventually("external IP", &n2, ext, Proto::Tcp, all_answered);
     assert!(!t.is_empty());
+    // A pod of the cluster reaches the external IP too, translated on its own node as
+    // for the ClusterIP (both backends, one of them across the tunnel).
+    let client = lab.pod_netns("default/client");
+    let t = eventually("pod -> external IP", &client, ext, Proto::Tcp, |t| {
+        all_answered(t) && t.len() == 2
+    });
+    assert!(
+        t.contains_key("default/web-1") && t.contains_key("default/web-2"),
+        "{t:?}"
+    );
 
     // LoadBalancer: a NodePort, and `weft get services` says so.
     let table = lab.get_services(false);

@@ -425,8 +425,18 @@ fn dispatch_rejects_and_outside_traffic() {
         node_ports.contains(r#"[{"concat":["tcp",30080]},{"goto":{"target":"out.dev.np.tcp.80"}}]"#),
         "{node_ports}"
     );
-    // The outside chain marks the connection, then balances.
-    let out = json(&rules_of(&t, "out.dev.np.tcp.80")[0].expr);
+    // The outside chain translates the service's own client pods as for the VIP (no
+    // mark: their table routes it), then marks the connection and balances.
+    let out_rules = rules_of(&t, "out.dev.np.tcp.80");
+    assert_eq!(out_rules.len(), 2);
+    let clients = json(&out_rules[0].expr);
+    assert!(
+        clients.starts_with(r#"[{"match":{"left":{"meta":{"key":"iifname"}},"right":{"set":["wefta"]}"#)
+            && clients.contains(r#"{"dnat":{"addr":"10.47.255.250""#)
+            && !clients.contains("mangle"),
+        "{clients}"
+    );
+    let out = json(&out_rules[1].expr);
     assert!(
         out.starts_with(
             r#"[{"mangle":{"key":{"ct":{"key":"mark"}},"value":{"|":[{"ct":{"key":"mark"}},16777216]}}}"#
