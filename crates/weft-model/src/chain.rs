@@ -160,14 +160,21 @@ pub struct ChainHop {
 impl ServiceChainRecord {
     /// FQ name of the routing instance between hop `gap` and hop `gap + 1` (0-based),
     /// in the left network's project, as TF names its service routing instances after
-    /// the service.
+    /// the service. The chain's namespace is part of the name: chains of one name in two
+    /// namespaces may share a left network (hence a project), and each needs its own
+    /// instance (`.` cannot occur in a namespace, so the name is unambiguous).
     pub fn instance_name(&self, gap: usize) -> String {
         let project = self
             .left_network
             .rsplit_once(':')
             .map(|(p, _)| p)
             .unwrap_or(self.left_network.as_str());
-        format!("{project}:service-chain-{}-{}", self.name, gap + 1)
+        format!(
+            "{project}:service-chain-{}.{}-{}",
+            self.namespace,
+            self.name,
+            gap + 1
+        )
     }
 
     /// `namespace/pod/interface` of a hop's interface.

@@ -656,3 +656,6 @@ mod imported_tests;
 
 #[cfg(test)]
 mod fip_tests;
+
+#[cfg(test)]
+mod chain_tests;

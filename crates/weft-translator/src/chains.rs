@@ -261,6 +261,17 @@ pub fn sync_chain(t: &mut Translator, ns: &str, name: &str) {
     let networks = resolve_network(t, ns, "spec.leftNetwork", &chain.spec.left_network).and_then(|left| {
         resolve_network(t, ns, "spec.rightNetwork", &chain.spec.right_network).map(|right| (left, right))
     });
+    // Two names of one network (`left` and `ns/left`, or a NAD whose annotation names
+    // the other side) pass the field check but join nothing: wait for a fix.
+    let networks = networks.and_then(|(left, right)| {
+        if left == right {
+            Err(format!(
+                "spec.leftNetwork and spec.rightNetwork are both network {left}; a chain joins two networks"
+            ))
+        } else {
+            Ok((left, right))
+        }
+    });
     let (left, right) = match networks {
         Ok(pair) => pair,
         Err(reason) => {

@@ -230,18 +230,18 @@ impl Translator {
                 }
                 DerivedObject::ServiceChain(c) => {
                     let mut problem = None;
+                    let owner =
+                        |gap: usize| format!("ServiceChain {}/{} instance {}", c.namespace, c.name, gap + 1);
                     for (gap, vni) in c.hop_vnis.iter().enumerate() {
-                        let owner = format!("ServiceChain {}/{} instance {}", c.namespace, c.name, gap + 1);
-                        if let Err(e) = t.vnis.reserve(vni.0, &owner) {
+                        if let Err(e) = t.vnis.reserve(vni.0, &owner(gap)) {
                             problem = Some(e.to_string());
                         }
                     }
                     if problem.is_some() {
-                        for vni in &c.hop_vnis {
-                            if t.vnis
-                                .owner(vni.0)
-                                .is_some_and(|o| o.starts_with("ServiceChain "))
-                            {
+                        // Free only what this chain reserved above, not a VNI another
+                        // chain (or network) holds.
+                        for (gap, vni) in c.hop_vnis.iter().enumerate() {
+                            if t.vnis.owner(vni.0) == Some(owner(gap).as_str()) {
                                 t.vnis.release(vni.0);
                             }
                         }
@@ -875,3 +875,6 @@ fn ipam_reason(err: &IpamError) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod chain_tests;

@@ -660,3 +660,92 @@ fn the_underlay_device_is_bound_from_the_observed_addresses() {
     let plain = desired(&node2(), &attached(&["b", "c"]));
     assert_eq!(bind_underlay(&plain, &KernelState::default()), (plain, None));
 }
+
+#[test]
+fn local_route_to_a_prefix_behind_a_pod_goes_via_its_address_onlink() {
+    // A service chain hop fw (10.10.0.10, table 10010): the left table sends the right
+    // network's endpoints to it.
+    let mut state = node2();
+    state.interfaces.push(iface("fw", 10, "10.10.0.10"));
+    state.networks.push(network(
+        10,
+        vec![
+            local("fw", "10.10.0.10/32", 10),
+            local("fw", "10.20.0.2/32", 20),
+            local("fw", "10.30.0.0/24", 20),
+        ],
+    ));
+    let (k, warnings) = render(&state, &attached(&["b", "c", "fw"]));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let key = |dst: &str| RouteKey {
+        table: 10_010,
+        dst: net(dst),
+        metric: 0,
+    };
+    // Its own /32: on the link, as before.
+    let own = &k.routes[&key("10.10.0.10/32")];
+    assert_eq!((own.scope, own.via, own.onlink), (Scope::Link, None, false));
+    assert_eq!(own.dev.as_deref(), Some("weftfw"));
+    // Behind it: via its address on its veth, onlink, scope universe.
+    for dst in ["10.20.0.2/32", "10.30.0.0/24"] {
+        let r = &k.routes[&key(dst)];
+        assert_eq!(r.kind, RouteKind::Unicast);
+        assert_eq!(r.scope, Scope::Universe, "{dst}");
+        assert_eq!(r.via, Some(ip("10.10.0.10")), "{dst}");
+        assert!(r.onlink, "{dst}");
+        assert_eq!(r.dev.as_deref(), Some("weftfw"), "{dst}");
+        assert_eq!(r.encap, None);
+    }
+    assert_eq!(
+        RouteDisplay(&k.routes[&key("10.20.0.2/32")]).to_string(),
+        "10.20.0.2/32 via 10.10.0.10 dev weftfw onlink table 10010"
+    );
+    // A route behind a pod that is not attached yet: a warning, no route.
+    let (k, warnings) = render(&state, &attached(&["b", "c"]));
+    assert!(!k.routes.contains_key(&key("10.20.0.2/32")));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("10.20.0.2/32") && w.contains("not attached")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_routing_instance_gets_its_vni_rule_and_its_hop_interfaces() {
+    // fw's interface faces a service chain's routing instance (VNI 100): it enters that
+    // table, and traffic received with VNI 100 does too.
+    let mut state = node2();
+    state.interfaces.push(iface("fw", 100, "10.20.0.10"));
+    state.networks.push(network(
+        100,
+        vec![
+            local("fw", "10.10.0.2/32", 100),
+            remote("n1", "10.20.0.3/32", 100),
+        ],
+    ));
+    let (k, warnings) = render(&state, &attached(&["b", "c", "fw"]));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for r in [
+        rule(10_100, VXLAN_DEVICE, Some(100), None),
+        rule(10_100, "weftfw", None, None),
+        rule(10_100, "lo", None, Some("10.20.0.10/32")),
+    ] {
+        assert!(k.rules.contains(&r), "{r:?} missing from {:?}", k.rules);
+    }
+    let routes: Vec<String> = k
+        .routes
+        .values()
+        .filter(|r| r.key.table == 10_100)
+        .map(|r| RouteDisplay(r).to_string())
+        .collect();
+    assert_eq!(
+        routes,
+        vec![
+            "unreachable default table 10100",
+            "10.10.0.2/32 via 10.20.0.10 dev weftfw onlink table 10100",
+            "10.20.0.3/32 via 169.254.2.1 dev weft-vxlan onlink encap ip id 100 dst 192.0.2.1 table 10100",
+            "10.20.0.10/32 dev weftfw scope link table 10100",
+        ]
+    );
+}

@@ -882,3 +882,214 @@ fn ip_fabric_forwarding_pods_leave_un_natted_and_are_not_confined() {
         "{fwd}"
     );
 }
+
+/// `state()` without services or reply-only routes (nothing else needs a table), with
+/// chain guards on net1 (table 10001, veth wefta).
+fn guarded_state(guards: Vec<weft_model::ChainGuard>) -> NodeState {
+    let mut s = state();
+    s.services.clear();
+    for n in &mut s.networks {
+        n.routes.retain(|r| !r.reply_only);
+    }
+    s.networks[0].chain_guards = guards;
+    s
+}
+
+fn guard(destinations: &[&str], ports: Vec<weft_model::node::PolicyPort>) -> weft_model::ChainGuard {
+    weft_model::ChainGuard {
+        chain: "default/fw".into(),
+        destinations: destinations.iter().map(|d| d.parse().unwrap()).collect(),
+        ports,
+    }
+}
+
+fn pport(protocol: L4Protocol, first: u16, last: u16) -> weft_model::node::PolicyPort {
+    weft_model::node::PolicyPort {
+        protocol,
+        first,
+        last,
+    }
+}
+
+fn chain_names(t: &NftTable) -> Vec<String> {
+    t.objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Chain(c) => Some(c.name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn chain_guard_with_ports_returns_on_its_ports_and_rejects_the_rest() {
+    let s = guarded_state(vec![guard(
+        &["10.20.0.2/32", "10.30.0.0/24"],
+        vec![
+            pport(L4Protocol::Tcp, 443, 443),
+            pport(L4Protocol::Udp, 5000, 5010),
+        ],
+    )]);
+    let (table, warnings) = render(&s, &attached());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let table = table.expect("a chain guard with ports needs a table");
+    assert!(
+        chain_names(&table).contains(&"chain-guard-10001-0".to_string()),
+        "{:?}",
+        chain_names(&table)
+    );
+    let rules = rules_of(&table, "chain-guard-10001-0");
+    assert_eq!(rules.len(), 4, "{}", json(&rules));
+    let tcp = json(&rules[0].expr);
+    assert!(
+        tcp.contains(r#""right":"tcp""#)
+            && tcp.contains(r#""right":443"#)
+            && tcp.contains(r#"{"return":null}"#),
+        "{tcp}"
+    );
+    assert!(tcp.contains(r#""field":"dport""#), "{tcp}");
+    let udp = json(&rules[1].expr);
+    assert!(
+        udp.contains(r#""right":"udp""#)
+            && udp.contains(r#"{"range":[5000,5010]}"#)
+            && udp.contains(r#"{"return":null}"#),
+        "{udp}"
+    );
+    let reset = json(&rules[2].expr);
+    assert!(
+        reset.contains(r#""right":"tcp""#) && reset.contains("tcp reset"),
+        "{reset}"
+    );
+    let other = json(&rules[3].expr);
+    assert!(
+        other.contains(r#"{"reject":{"type":"icmpx","expr":"admin-prohibited"}}"#),
+        "{other}"
+    );
+    assert!(!other.contains("return"));
+    // filter-forward: new connections from net1's veths to the far side jump to it.
+    let forward = rules_of(&table, "filter-forward");
+    let jumps: Vec<String> = forward
+        .iter()
+        .map(|r| json(&r.expr))
+        .filter(|e| e.contains("chain-guard-10001-0"))
+        .collect();
+    assert_eq!(jumps.len(), 1, "{}", json(&forward));
+    let jump = &jumps[0];
+    assert!(
+        jump.contains(r#"{"match":{"left":{"ct":{"key":"state"}},"right":"new","op":"in"}}"#),
+        "{jump}"
+    );
+    assert!(
+        jump.contains(r#""iifname""#) && jump.contains(r#"{"set":["wefta"]}"#),
+        "{jump}"
+    );
+    assert!(!jump.contains("weftc"), "net3's pod is not guarded: {jump}");
+    assert!(jump.contains(r#""field":"daddr""#), "{jump}");
+    assert!(jump.contains(r#""10.20.0.2""#), "{jump}");
+    assert!(
+        jump.contains(r#"{"prefix":{"addr":"10.30.0.0","len":24}}"#),
+        "{jump}"
+    );
+    assert!(
+        jump.contains(r#"{"jump":{"target":"chain-guard-10001-0"}}"#),
+        "{jump}"
+    );
+    // The document is accepted by the set namer (elements in named sets).
+    assert!(
+        table
+            .objects
+            .iter()
+            .any(|o| matches!(o, NfListObject::Set(s) if s.name.starts_with("filter-forward."))),
+        "the guard's sets are named"
+    );
+}
+
+#[test]
+fn chain_guard_without_ports_renders_nothing() {
+    // All traffic: no guard chain, and nothing else needs a table.
+    let s = guarded_state(vec![guard(&["10.20.0.2/32"], vec![])]);
+    let (table, warnings) = render(&s, &attached());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(table.is_none(), "{:?}", table.map(|t| chain_names(&t)));
+    // Next to a guard with ports, it keeps its index but gets no chain.
+    let s = guarded_state(vec![
+        guard(&["10.20.0.2/32"], vec![]),
+        guard(&["10.20.0.3/32"], vec![pport(L4Protocol::Sctp, 9, 9)]),
+    ]);
+    let table = render(&s, &attached()).0.expect("table");
+    let names = chain_names(&table);
+    assert!(!names.contains(&"chain-guard-10001-0".to_string()), "{names:?}");
+    assert!(names.contains(&"chain-guard-10001-1".to_string()), "{names:?}");
+    let forward = json(&rules_of(&table, "filter-forward"));
+    assert!(
+        forward.contains(r#""10.20.0.3""#) && !forward.contains(r#""10.20.0.2""#),
+        "{forward}"
+    );
+    assert!(json(&rules_of(&table, "chain-guard-10001-1")[0].expr).contains(r#""right":"sctp""#));
+}
+
+#[test]
+fn chain_guard_alone_makes_a_table() {
+    // Before guards, such a state rendered no table at all.
+    let s = guarded_state(vec![guard(
+        &["10.20.0.2/32"],
+        vec![pport(L4Protocol::Tcp, 22, 22)],
+    )]);
+    assert!(s.services.is_empty() && s.policies.is_empty());
+    let (table, _) = render(&s, &attached());
+    let table = table.expect("a guard alone needs the table");
+    assert!(chain_names(&table).contains(&"chain-guard-10001-0".to_string()));
+    // The same state without the guard: no table.
+    assert!(render(&guarded_state(vec![]), &attached()).0.is_none());
+}
+
+#[test]
+fn chain_guard_of_a_table_without_local_veths_is_skipped() {
+    let mut s = guarded_state(vec![]);
+    // net3's pod is not attached: nothing enters from its table here.
+    s.networks[1].chain_guards = vec![guard(&["10.20.0.2/32"], vec![pport(L4Protocol::Tcp, 22, 22)])];
+    let only_a: Attachments = attached()
+        .into_iter()
+        .filter(|(k, _)| k == "default/a/eth0")
+        .collect();
+    let (table, warnings) = render(&s, &only_a);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    if let Some(table) = table {
+        assert!(
+            !chain_names(&table).iter().any(|c| c.starts_with("chain-guard-")),
+            "{:?}",
+            chain_names(&table)
+        );
+        assert!(!json(&rules_of(&table, "filter-forward")).contains("chain-guard"));
+    }
+    // Attached, it is guarded.
+    let table = render(&s, &attached()).0.expect("table");
+    let forward = json(&rules_of(&table, "filter-forward"));
+    assert!(
+        forward.contains("chain-guard-10003-0") && forward.contains(r#""weftc""#),
+        "{forward}"
+    );
+}
+
+#[test]
+fn chain_guard_changes_change_the_fingerprint() {
+    let a = render(
+        &guarded_state(vec![guard(
+            &["10.20.0.2/32"],
+            vec![pport(L4Protocol::Tcp, 22, 22)],
+        )]),
+        &attached(),
+    )
+    .0
+    .unwrap();
+    let b = render(
+        &guarded_state(vec![guard(
+            &["10.20.0.2/32"],
+            vec![pport(L4Protocol::Tcp, 23, 23)],
+        )]),
+        &attached(),
+    )
+    .0
+    .unwrap();
+    assert_ne!(a.fingerprint, b.fingerprint);
+}
