@@ -463,6 +463,33 @@ fn drop_with_a_missing_hop_removes_the_cross_routes() {
 }
 
 #[test]
+fn a_record_without_a_vni_per_gap_fails_closed() {
+    let mut interfaces = endpoints();
+    interfaces.extend(hop_pod("fw1", "node-1", 10));
+    interfaces.extend(hop_pod("fw2", "node-2", 11));
+    let mut ch = chain("fw", &["fw1", "fw2"], ChainFailure::Bypass, vec![]);
+    ch.hop_vnis.clear();
+    let s = state_of("node-1", &connected_networks(), &interfaces, &[ch]);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("need 1 routing-instance VNIs")),
+        "{:?}",
+        s.warnings
+    );
+    let l = routes(table(&s, LEFT));
+    assert!(
+        !l.iter().any(|(q, _)| q.starts_with("10.20.")),
+        "no route to R: {l:?}"
+    );
+    let rt = routes(table(&s, RIGHT));
+    assert!(
+        !rt.iter().any(|(q, _)| q.starts_with("10.10.")),
+        "no route to L: {rt:?}"
+    );
+}
+
+#[test]
 fn bypass_with_one_of_two_hops_missing_chains_through_the_other() {
     let mut interfaces = endpoints();
     interfaces.extend(hop_pod("fw2", "node-2", 11));

@@ -174,6 +174,19 @@ impl<'c> ChainPass<'_, 'c> {
             return;
         };
         let chain_name = format!("{}/{}", chain.namespace, chain.name);
+        if chain.hop_vnis.len() + 1 < hops.len() {
+            // A record without a VNI per gap (corrupt, or from another version) cannot
+            // keep packets in the chain between hops: fail closed rather than skip hops.
+            self.warnings.insert(format!(
+                "service chain {chain_name}: {} hops need {} routing-instance VNIs, the record has {}; traffic between the networks is dropped",
+                hops.len(),
+                hops.len() - 1,
+                chain.hop_vnis.len()
+            ));
+            self.remove_routes(&left.fq_name, &prefixes(&right_endpoints));
+            self.remove_routes(&right.fq_name, &prefixes(&left_endpoints));
+            return;
+        }
         for (table_network, other, dests) in [(left, right, &right_endpoints), (right, left, &left_endpoints)]
         {
             let Some(index) = self.table_index(&table_network.fq_name) else {
@@ -205,12 +218,7 @@ impl<'c> ChainPass<'_, 'c> {
         for (gap, pair) in hops.windows(2).enumerate() {
             let (before, after) = (&pair[0], &pair[1]);
             let Some(vni) = chain.hop_vnis.get(gap).copied() else {
-                self.warnings.insert(format!(
-                    "service chain {chain_name}: no VNI for routing instance {} (the record has {}); not programmed",
-                    gap + 1,
-                    chain.hop_vnis.len()
-                ));
-                continue;
+                continue; // checked above: there is one per gap
             };
             let here = |i: &InterfaceAttachment| i.node.as_deref() == Some(self.state.node.as_str());
             if !here(before.right) && !here(after.left) {
