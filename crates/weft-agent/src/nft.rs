@@ -719,20 +719,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                 let chain = service_chain("vip", s, p);
                 b.chain(&chain);
                 if !clients.is_empty() {
-                    b.rule(
-                        &chain,
-                        vec![
-                            eq(
-                                meta(MetaKey::Iifname),
-                                set(clients
-                                    .iter()
-                                    .map(|c| SetItem::Element(string(c.clone())))
-                                    .collect()),
-                            ),
-                            eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
-                            pick.clone(),
-                        ],
-                    );
+                    b.rule(&chain, from_clients(&clients, p.protocol, pick.clone()));
                 }
                 if !local.is_empty() {
                     from_tunnel = true;
@@ -768,20 +755,7 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (Option<NftTable>
                     // floating IP: translated as for the VIP (routed by their table,
                     // replies back the same way), as kube-proxy does for in-cluster
                     // clients of an external or load-balancer address.
-                    b.rule(
-                        &chain,
-                        vec![
-                            eq(
-                                meta(MetaKey::Iifname),
-                                set(clients
-                                    .iter()
-                                    .map(|c| SetItem::Element(string(c.clone())))
-                                    .collect()),
-                            ),
-                            eq(meta(MetaKey::L4proto), string(p.protocol.as_str())),
-                            pick.clone(),
-                        ],
-                    );
+                    b.rule(&chain, from_clients(&clients, p.protocol, pick.clone()));
                 }
                 b.rule(
                     &chain,
@@ -1441,6 +1415,26 @@ fn policy_chain(b: &mut Builder, chain: &str, rules: &[PolicyRule], field: &'sta
         vec![eq(meta(MetaKey::L4proto), string("tcp")), reject_tcp()],
     );
     b.rule(chain, vec![reject_icmpx(RejectCode::AdminProhibited)]);
+}
+
+/// `iifname { client veths } l4proto P <pick>`: the service's client pods, translated
+/// in their own node and routed by their own table.
+fn from_clients(
+    clients: &BTreeSet<String>,
+    protocol: L4Protocol,
+    pick: Statement<'static>,
+) -> Vec<Statement<'static>> {
+    vec![
+        eq(
+            meta(MetaKey::Iifname),
+            set(clients
+                .iter()
+                .map(|c| SetItem::Element(string(c.clone())))
+                .collect()),
+        ),
+        eq(meta(MetaKey::L4proto), string(protocol.as_str())),
+        pick,
+    ]
 }
 
 /// One chain per [`weft_model::ChainGuard`] with ports, `chain-guard-<table>-<i>`:

@@ -9,7 +9,6 @@
 //! are missing right now. The chain waits (pending) while a network is missing.
 
 use weft_model::input::is_dns_subdomain;
-use weft_model::naming::ANNOTATION_NETWORK;
 use weft_model::node::{L4Protocol, PolicyPort};
 use weft_model::{
     ChainHop, DerivedKind, DerivedObject, FieldError, InputKey, InputKind, InputObject, ServiceChain,
@@ -17,8 +16,6 @@ use weft_model::{
 };
 
 use crate::Translator;
-use crate::annotations::parse_network_ref;
-use crate::networks::{attachment_network_fq, custom_network_fq};
 
 /// Most service pods one chain may have.
 pub const MAX_CHAIN_HOPS: usize = 16;
@@ -171,23 +168,10 @@ fn chain_ports(object: &str, chain: &ServiceChain) -> Result<Vec<PolicyPort>, Fi
 /// Resolves a chain's network reference to an FQ name, or says what it waits for.
 fn resolve_network(t: &Translator, ns: &str, field: &str, reference: &str) -> Result<String, String> {
     let (rns, name) = reference.trim().split_once('/').unwrap_or((ns, reference.trim()));
-    let nad_key = InputKey::namespaced(InputKind::NetworkAttachmentDefinition, rns, name);
-    let vn_key = InputKey::namespaced(InputKind::VirtualNetwork, rns, name);
-    let fq = match t.inputs.get(&nad_key) {
-        Some(InputObject::NetworkAttachmentDefinition(nad)) => {
-            let anns = nad.metadata.annotations.as_ref();
-            match anns.and_then(|a| a.get(ANNOTATION_NETWORK)) {
-                Some(r) => parse_network_ref(&nad_key.to_string(), ANNOTATION_NETWORK, r)
-                    .map_err(|e| e.to_string())?,
-                None => attachment_network_fq(&t.config, rns, name),
-            }
-        }
-        _ if t.inputs.contains_key(&vn_key) => custom_network_fq(&t.config, &vn_key),
-        _ => {
-            return Err(format!(
-                "waiting for NetworkAttachmentDefinition or VirtualNetwork {rns}/{name} ({field})"
-            ));
-        }
+    let Some(fq) = crate::pods::attachment_network(t, rns, name)? else {
+        return Err(format!(
+            "waiting for NetworkAttachmentDefinition or VirtualNetwork {rns}/{name} ({field})"
+        ));
     };
     if t.network(&fq).is_none() {
         return Err(format!("waiting for network {fq} ({field})"));

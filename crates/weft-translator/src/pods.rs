@@ -81,24 +81,11 @@ fn desired_interfaces(t: &Translator, key: &InputKey, pod: &Pod) -> Result<Vec<(
         let selections = parse_network_selections(&object, ns, v).map_err(|e| e.to_string())?;
         for (i, s) in selections.iter().enumerate() {
             let ifname = s.interface.clone().unwrap_or_else(|| format!("net{}", i + 1));
-            let nad_key = InputKey::namespaced(InputKind::NetworkAttachmentDefinition, &s.namespace, &s.name);
-            let vn_key = InputKey::namespaced(InputKind::VirtualNetwork, &s.namespace, &s.name);
-            let fq = match t.inputs.get(&nad_key) {
-                Some(InputObject::NetworkAttachmentDefinition(nad)) => {
-                    let anns = nad.metadata.annotations.as_ref();
-                    match anns.and_then(|a| a.get(ANNOTATION_NETWORK)) {
-                        Some(r) => parse_network_ref(&nad_key.to_string(), ANNOTATION_NETWORK, r)
-                            .map_err(|e| e.to_string())?,
-                        None => attachment_network_fq(&t.config, &s.namespace, &s.name),
-                    }
-                }
-                _ if t.inputs.contains_key(&vn_key) => custom_network_fq(&t.config, &vn_key),
-                _ => {
-                    return Err(format!(
-                        "waiting for NetworkAttachmentDefinition or VirtualNetwork {}/{} (listed in {ANNOTATION_NETWORKS})",
-                        s.namespace, s.name
-                    ));
-                }
+            let Some(fq) = attachment_network(t, &s.namespace, &s.name)? else {
+                return Err(format!(
+                    "waiting for NetworkAttachmentDefinition or VirtualNetwork {}/{} (listed in {ANNOTATION_NETWORKS})",
+                    s.namespace, s.name
+                ));
             };
             if t.network(&fq).is_none() {
                 return Err(format!(
@@ -228,4 +215,29 @@ pub fn sync_pod(t: &mut Translator, ns: &str, name: &str) -> bool {
     }
     t.set_pending(&key, if pod.is_some() { pending } else { None });
     changed
+}
+
+/// The FQ name of the network that `namespace/name` attaches to: a
+/// NetworkAttachmentDefinition of that name (its `opencontrail.org/network`, else a
+/// network of its own), else a VirtualNetwork; `None` when neither exists yet. An error
+/// names a malformed annotation.
+pub(crate) fn attachment_network(
+    t: &Translator,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<String>, String> {
+    let nad_key = InputKey::namespaced(InputKind::NetworkAttachmentDefinition, namespace, name);
+    let vn_key = InputKey::namespaced(InputKind::VirtualNetwork, namespace, name);
+    Ok(match t.inputs.get(&nad_key) {
+        Some(InputObject::NetworkAttachmentDefinition(nad)) => {
+            let anns = nad.metadata.annotations.as_ref();
+            Some(match anns.and_then(|a| a.get(ANNOTATION_NETWORK)) {
+                Some(r) => parse_network_ref(&nad_key.to_string(), ANNOTATION_NETWORK, r)
+                    .map_err(|e| e.to_string())?,
+                None => attachment_network_fq(&t.config, namespace, name),
+            })
+        }
+        _ if t.inputs.contains_key(&vn_key) => Some(custom_network_fq(&t.config, &vn_key)),
+        _ => None,
+    })
 }
