@@ -7,7 +7,11 @@
 //!  LB FIP       external host ──gateway (FRR)──> LoadBalancer floating IP ──DNAT on node-2──> bo-web
 //!  pod FIP      external host ──gateway (FRR)──> bo-db's floating IP ──1:1 NAT on node-2──> bo-db
 //!  SNAT         bo-client (fabric SNAT) ──node-1 SNAT──> gateway ──> external host
+//!  chain        bo-left (vn-left, node-1) ──> bo-fw1 (node-1) ──VXLAN──> bo-fw2 (node-2) ──> bo-right (vn-right)
 //! ```
+//!
+//! The chain path is a two-hop ServiceChain through lab forwarder pods (kernel IPv4
+//! forwarding in their namespaces), for the cost of steering next to the plain path.
 //!
 //! Per path: TCP goodput ([`crate::bench_throughput::transfer`], one stream) and the
 //! connection rate (one thread connects and closes for the given time) with the number
@@ -114,6 +118,25 @@ fn scenario() -> Vec<Value> {
                "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x", "ports": [{"containerPort": ECHO_PORT}]}]}}),
         json!({"apiVersion": "weft.dev/v1alpha1", "kind": "FloatingIp", "metadata": {"name": "bo-db", "namespace": "default"},
                "spec": {"pool": "pool", "pod": "bo-db"}}),
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork", "metadata": {"name": "vn-left", "namespace": "default"},
+               "spec": {"subnets": ["10.10.10.0/24"]}}),
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "VirtualNetwork", "metadata": {"name": "vn-right", "namespace": "default"},
+               "spec": {"subnets": ["20.20.20.0/24"]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bo-left", "namespace": "default",
+               "annotations": {"opencontrail.org/network": "{'domain': 'default-domain', 'project': 'k8s-default', 'name': 'vn-left'}"}},
+               "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bo-right", "namespace": "default",
+               "annotations": {"opencontrail.org/network": "{'domain': 'default-domain', 'project': 'k8s-default', 'name': 'vn-right'}"}},
+               "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x", "ports": [{"containerPort": ECHO_PORT}]}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bo-fw1", "namespace": "default",
+               "annotations": {"k8s.v1.cni.cncf.io/networks": "vn-left,vn-right", crate::pods::FORWARDER_ANNOTATION: "true"}},
+               "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bo-fw2", "namespace": "default",
+               "annotations": {"k8s.v1.cni.cncf.io/networks": "vn-left,vn-right", crate::pods::FORWARDER_ANNOTATION: "true"}},
+               "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "x"}]}}),
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "ServiceChain", "metadata": {"name": "bo-chain", "namespace": "default"},
+               "spec": {"leftNetwork": "vn-left", "rightNetwork": "vn-right",
+                        "services": [{"pod": "bo-fw1"}, {"pod": "bo-fw2"}]}}),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bo-web", "namespace": "default"},
                "spec": {"type": "LoadBalancer", "selector": {"app": "bo-web"},
                         "ports": [{"name": "echo", "port": ECHO_PORT, "targetPort": ECHO_PORT},
@@ -256,6 +279,19 @@ async fn measure(
     })
     .await?;
     let external: IpAddr = gateway::EXTERNAL_HOST_IP.parse()?;
+    let left = st.pod("default/bo-left")?.clone();
+    let right = st.pod("default/bo-right")?.clone();
+    let right_ip: IpAddr = right
+        .ip
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .context("bo-right has no address")?;
+    for setting in [
+        "net.ipv4.tcp_tw_reuse=1",
+        "net.ipv4.ip_local_port_range=1024 65000",
+    ] {
+        sys::ip(&["netns", "exec", &left.netns, "sysctl", "-qw", setting]).await?;
+    }
     let duration = Duration::from_secs(opts.seconds);
     let mut paths = Vec::new();
     let cases = [
@@ -282,6 +318,12 @@ async fn measure(
             client.netns.clone(),
             gw.external_netns.clone(),
             external,
+        ),
+        (
+            "pod -> pod through a 2-hop service chain",
+            left.netns.clone(),
+            right.netns.clone(),
+            right_ip,
         ),
     ];
     for (name, src, dst, ip) in cases {
