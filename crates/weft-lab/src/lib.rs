@@ -313,7 +313,8 @@ pub enum LabCommand {
 pub enum BenchCommand {
     /// Reaching the outside, in a fresh 2-node lab with a gateway (removed afterwards;
     /// ignores --name): TCP goodput and connection rate pod -> pod (baseline), external
-    /// host -> LoadBalancer floating IP, fabric-SNAT pod -> external host.
+    /// host -> LoadBalancer floating IP and -> a pod's floating IP, fabric-SNAT pod ->
+    /// external host, pod -> pod through a two-hop service chain.
     Outside {
         /// Seconds of traffic per figure.
         #[arg(long, default_value_t = 3)]
