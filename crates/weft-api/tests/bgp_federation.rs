@@ -10,6 +10,8 @@
     reason = "test: a failed unwrap is a failed test"
 )]
 
+mod ports;
+use ports::free_port;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,14 +37,6 @@ async fn apply(c: &Controller, objects: Vec<Value>) {
         .await
         .expect("apply");
     assert_eq!(report.errors(), 0, "{report:#?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Cluster<'a> {

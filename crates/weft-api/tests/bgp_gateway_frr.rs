@@ -18,6 +18,8 @@
     reason = "test: a failed unwrap is a failed test"
 )]
 
+mod ports;
+use ports::free_port;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -129,14 +131,6 @@ router bgp 65003
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("bgpd.log")).unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
