@@ -56,6 +56,14 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 ---
 apiVersion: v1
+kind: Service
+metadata: {name: web-ext, namespace: default}
+spec:
+  selector: {app: web}
+  externalIPs: [198.51.100.77]
+  ports: [{port: 81, targetPort: 8080}]
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: default}
 spec: {nodeName: node-1, containers: [{name: c, image: x}]}
@@ -89,6 +97,19 @@ fn an_external_host_reaches_a_load_balancer_service_on_its_floating_ip() {
     }
     // A port the service does not have is not open on the FIP (the check can fail).
     assert!(whoami_from_netns(&ext, SocketAddr::new(fip, 81), Proto::Tcp, Duration::from_secs(1)).is_err());
+
+    // A ClusterIP service's external IP inside the pool is a floating IP too (TF §5.3):
+    // advertised with the backend's node as next hop, reached from the external host.
+    let ext_ip: IpAddr = "198.51.100.77".parse().unwrap();
+    wait_gateway_route(&lab, "192.0.2.12", |ip| ip == ext_ip);
+    let who = whoami_from_netns(
+        &ext,
+        SocketAddr::new(ext_ip, 81),
+        Proto::Tcp,
+        Duration::from_secs(2),
+    )
+    .unwrap_or_else(|o| panic!("external host -> {ext_ip}:81: {o:?}"));
+    assert_eq!(who, "default/web");
 
     // A pod of the cluster reaches the service on its floating IP as well (translated
     // on the pod's node like the ClusterIP, not sent out to the gateway).

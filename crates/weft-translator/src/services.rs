@@ -522,19 +522,22 @@ pub fn sync_service(t: &mut Translator, ns: &str, name: &str) {
     }
     release_node_ports(t, &owner, &kept);
     let (backends, backends_from) = backends(t, ns, name, &svc);
-    let fip = if spec_type == "LoadBalancer" {
-        sync_floating_ip(t, ns, name, &svc, old.as_ref())
-    } else {
-        release_floating_ips(t, old.as_ref(), &fip_owner, None);
-        FipOutcome::default()
+    // Floating IPs (TF §5.3): a LoadBalancer always asks; a ClusterIP service with
+    // external IPs asks for them; a NodePort service has none (kube-proxy's business).
+    let fip = match spec_type.as_str() {
+        "LoadBalancer" => sync_floating_ip(t, ns, name, &svc, old.as_ref(), true),
+        "ClusterIP" if !headless => sync_floating_ip(t, ns, name, &svc, old.as_ref(), false),
+        _ => {
+            release_floating_ips(t, old.as_ref(), &fip_owner, &[]);
+            FipOutcome::default()
+        }
     };
     if let Some(reason) = fip.pending {
         pending.get_or_insert(reason);
     }
     let note = match spec_type.as_str() {
-        "LoadBalancer" => fip.note,
         _ if headless => Some("headless service: no VIP (TF ignores headless services)".to_string()),
-        _ => None,
+        _ => fip.note,
     };
     let record = ServiceRecord {
         namespace: ns.to_string(),
@@ -566,95 +569,170 @@ struct FipOutcome {
     pending: Option<String>,
 }
 
-/// Releases the service's previous floating IPs, except `keep`.
-fn release_floating_ips(t: &mut Translator, old: Option<&ServiceRecord>, owner: &str, keep: Option<IpAddr>) {
+/// Releases the service's previous floating IPs, except those in `keep`.
+fn release_floating_ips(t: &mut Translator, old: Option<&ServiceRecord>, owner: &str, keep: &[IpAddr]) {
     for ip in old.map(|o| o.floating_ips.as_slice()).unwrap_or_default() {
-        if Some(*ip) != keep {
+        if !keep.contains(ip) {
             release_owned(t, *ip, owner);
         }
     }
 }
 
-/// Chooses the pool of a LoadBalancer service and keeps or allocates its floating IP
-/// (reference §5.2–§5.3): `spec.loadBalancerIP` when set, else one address of the pool.
-/// An address already held is kept as long as the pool and the request stay the same.
+/// Chooses the pool of a service and keeps or allocates its floating IPs (reference
+/// §5.2–§5.3): a LoadBalancer gets `spec.loadBalancerIP` when set, else one FIP per
+/// `spec.externalIPs` entry inside the pool, else one address of the pool; any other
+/// service with `spec.externalIPs` gets one FIP per entry inside the pool (an entry
+/// outside it stays a plain external IP: DNAT on every node, not advertised). An
+/// address already held is kept as long as the pool and the request stay the same.
 fn sync_floating_ip(
     t: &mut Translator,
     ns: &str,
     name: &str,
     svc: &Service,
     old: Option<&ServiceRecord>,
+    load_balancer: bool,
 ) -> FipOutcome {
     let owner = fip_owner(ns, name);
+    let spec = svc.spec.as_ref();
+    let external: Vec<IpAddr> = spec
+        .and_then(|s| s.external_ips.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    if !load_balancer && external.is_empty() {
+        release_floating_ips(t, old, &owner, &[]);
+        return FipOutcome::default();
+    }
     let Some(chosen) = fips::chosen_ref(t, ns, name, svc) else {
-        release_floating_ips(t, old, &owner, None);
+        release_floating_ips(t, old, &owner, &[]);
         return FipOutcome {
-            note: Some(NO_POOL_NOTE.to_string()),
+            note: load_balancer.then(|| NO_POOL_NOTE.to_string()),
             ..FipOutcome::default()
         };
     };
     let pool = match fips::resolve(t, &chosen.pool) {
         Ok(pool) => pool,
         Err(reason) => {
-            release_floating_ips(t, old, &owner, None);
+            release_floating_ips(t, old, &owner, &[]);
+            let reason = format!("no floating IP: {reason} (pool named by {})", chosen.scope);
+            return FipOutcome {
+                note: Some(if load_balancer {
+                    format!("{reason}; behaves as NodePort meanwhile")
+                } else {
+                    format!("{reason}; external IPs are translated on every node, not advertised")
+                }),
+                pending: load_balancer.then_some(reason),
+                ..FipOutcome::default()
+            };
+        }
+    };
+    // What is asked for: given addresses (with the field that asked), or one of the pool.
+    let load_balancer_ip: Option<IpAddr> = spec
+        .and_then(|s| s.load_balancer_ip.as_deref())
+        .and_then(|s| s.trim().parse().ok());
+    let (inside, outside): (Vec<IpAddr>, Vec<IpAddr>) = external.iter().partition(|ip| pool.covers(**ip));
+    let wanted: Vec<(Option<IpAddr>, &str)> = match load_balancer_ip {
+        Some(ip) if load_balancer => vec![(Some(ip), "spec.loadBalancerIP")],
+        _ if !inside.is_empty() => inside.iter().map(|ip| (Some(*ip), "spec.externalIPs")).collect(),
+        _ if load_balancer => vec![(None, "")],
+        _ => {
+            release_floating_ips(t, old, &owner, &[]);
             return FipOutcome {
                 note: Some(format!(
-                    "no floating IP: {reason} (pool named by {}); behaves as NodePort meanwhile",
-                    chosen.scope
-                )),
-                pending: Some(format!(
-                    "no floating IP: {reason} (pool named by {})",
-                    chosen.scope
+                    "external IPs {} are outside floating-IP pool {} ({}): translated on every node, not advertised",
+                    show_ips(&outside),
+                    pool.key,
+                    pool.ranges_text()
                 )),
                 ..FipOutcome::default()
             };
         }
     };
-    let wanted: Option<IpAddr> = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_ip.as_deref())
-        .and_then(|s| s.trim().parse().ok());
     let fq = pool.network.fq_name.clone();
-    let kept = old
-        .filter(|o| {
-            o.fip_pool.as_deref() == Some(pool.key.as_str()) && o.fip_network.as_deref() == Some(fq.as_str())
-        })
-        .and_then(|o| o.floating_ips.first().copied())
-        .filter(|ip| {
-            pool.covers(*ip)
-                && wanted.is_none_or(|w| w == *ip)
-                && t.pools.get(&pool.network.ipam).and_then(|p| p.owner(*ip)) == Some(owner.as_str())
-        });
-    release_floating_ips(t, old, &owner, kept);
-    let result = match kept {
-        Some(ip) => Ok(ip),
-        None => match t.pools.get_mut(&pool.network.ipam) {
-            None => Err(format!("no IPAM {} for network {fq}", pool.network.ipam)),
-            Some(ipam) => pool.take(ipam, wanted, "spec.loadBalancerIP", &owner),
-        },
+    let same_pool = old.is_some_and(|o| {
+        o.fip_pool.as_deref() == Some(pool.key.as_str()) && o.fip_network.as_deref() == Some(fq.as_str())
+    });
+    let held = |t: &Translator, ip: IpAddr| {
+        same_pool
+            && pool.covers(ip)
+            && old.is_some_and(|o| o.floating_ips.contains(&ip))
+            && t.pools.get(&pool.network.ipam).and_then(|p| p.owner(ip)) == Some(owner.as_str())
     };
-    match result {
-        Ok(ip) => FipOutcome {
-            ips: vec![ip],
-            pool: Some(pool.key.clone()),
-            network: Some(fq),
-            note: Some(format!(
-                "floating IP {ip} from FloatingIpPool {} (network {}), pool named by {}",
-                pool.key, pool.network.fq_name, chosen.scope
-            )),
-            pending: None,
-        },
-        Err(reason) => FipOutcome {
-            note: Some(format!(
-                "no floating IP from FloatingIpPool {}: {reason}; behaves as NodePort meanwhile",
-                pool.key
-            )),
-            pending: Some(format!(
-                "no floating IP from FloatingIpPool {}: {reason}",
-                pool.key
-            )),
-            ..FipOutcome::default()
-        },
+    // Keep what is still asked for; an automatic one keeps the first address held.
+    let kept: Vec<IpAddr> = match wanted.as_slice() {
+        [(None, _)] => old
+            .and_then(|o| o.floating_ips.first().copied())
+            .filter(|ip| held(t, *ip))
+            .into_iter()
+            .collect(),
+        _ => wanted
+            .iter()
+            .filter_map(|(ip, _)| *ip)
+            .filter(|ip| held(t, *ip))
+            .collect(),
+    };
+    release_floating_ips(t, old, &owner, &kept);
+    let mut ips = Vec::new();
+    let mut problems = Vec::new();
+    for (ip, field) in &wanted {
+        if let Some(k) = kept.iter().find(|k| ip.is_none_or(|w| w == **k)) {
+            ips.push(*k);
+            continue;
+        }
+        let taken = match t.pools.get_mut(&pool.network.ipam) {
+            None => Err(format!("no IPAM {} for network {fq}", pool.network.ipam)),
+            Some(ipam) => pool.take(ipam, *ip, field, &owner),
+        };
+        match taken {
+            Ok(ip) => ips.push(ip),
+            Err(reason) => problems.push(reason),
+        }
     }
+    let mut note = if ips.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "floating IP{} {} from FloatingIpPool {} (network {}), pool named by {}",
+            if ips.len() == 1 { "" } else { "s" },
+            show_ips(&ips),
+            pool.key,
+            pool.network.fq_name,
+            chosen.scope
+        ))
+    };
+    if !outside.is_empty() {
+        let text = format!(
+            "external IPs {} are outside the pool: translated on every node, not advertised",
+            show_ips(&outside)
+        );
+        note = Some(note.map_or(text.clone(), |n| format!("{n}; {text}")));
+    }
+    let pending = (!problems.is_empty()).then(|| {
+        format!(
+            "no floating IP from FloatingIpPool {}: {}",
+            pool.key,
+            problems.join("; ")
+        )
+    });
+    if let Some(p) = &pending {
+        let tail = if load_balancer && ips.is_empty() {
+            "; behaves as NodePort meanwhile"
+        } else {
+            ""
+        };
+        note = Some(note.map_or(format!("{p}{tail}"), |n| format!("{n}; {p}")));
+    }
+    FipOutcome {
+        pool: (!ips.is_empty()).then(|| pool.key.clone()),
+        network: (!ips.is_empty()).then_some(fq),
+        ips,
+        note,
+        pending,
+    }
+}
+
+/// Addresses as `a, b`.
+fn show_ips(ips: &[IpAddr]) -> String {
+    ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }

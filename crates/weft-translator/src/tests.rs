@@ -866,6 +866,75 @@ fn fip_missing_pool_is_pending_until_it_appears() {
 }
 
 #[test]
+fn external_ips_inside_the_pool_become_floating_ips() {
+    let addr = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let mut t = Translator::new();
+    public_pools(&mut t);
+    let mut svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}],
+                 "externalIPs": ["203.0.113.7", "203.0.113.8", "198.51.100.9"]}});
+    // No pool anywhere: plain external IPs, nothing allocated, nothing pending.
+    up(&mut t, svc.clone());
+    t.flush();
+    let s = service(&t, "default", "ext").expect("service");
+    assert!(s.floating_ips.is_empty() && s.note.is_none(), "{s:?}");
+    assert!(fip_allocations(&t).is_empty());
+    // With the cluster's pool: one FIP per external IP inside it (TF §5.3); the one
+    // outside stays a plain external IP, and the note says so.
+    up(&mut t, cluster_pool(Some(&fip_ref("ext", "pool"))));
+    t.flush();
+    let s = service(&t, "default", "ext").expect("service");
+    assert_eq!(s.floating_ips, vec![addr("203.0.113.7"), addr("203.0.113.8")]);
+    assert_eq!(s.fip_pool.as_deref(), Some("public/pool"));
+    let note = s.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("198.51.100.9") && note.contains("not advertised"),
+        "{note}"
+    );
+    assert_eq!(fip_allocations(&t).len(), 2);
+    // One removed: its address is freed, the other kept.
+    svc["spec"]["externalIPs"] = json!(["203.0.113.8"]);
+    up(&mut t, svc.clone());
+    t.flush();
+    assert_eq!(
+        service(&t, "default", "ext").unwrap().floating_ips,
+        vec![addr("203.0.113.8")]
+    );
+    assert_eq!(fip_allocations(&t).len(), 1);
+    // A LoadBalancer asking for an external IP another service holds: pending, naming it.
+    let mut web = lb("default", "web", json!({}), None);
+    web["spec"]["externalIPs"] = json!(["203.0.113.8"]);
+    up(&mut t, web.clone());
+    t.flush();
+    let key = InputKey::namespaced(InputKind::Service, "default", "web");
+    let reason = t.pending_reason(&key).expect("pending").to_string();
+    assert!(reason.contains("Service default/ext"), "{reason}");
+    assert!(fip(&t, "default", "web").is_none());
+    // Its own external IP: that one, not an automatic address.
+    web["spec"]["externalIPs"] = json!(["203.0.113.30"]);
+    up(&mut t, web.clone());
+    t.flush();
+    assert_eq!(fip(&t, "default", "web"), Some(addr("203.0.113.30")));
+    assert!(t.pending_reason(&key).is_none());
+    // Without external IPs: one automatic address, the requested one freed.
+    web["spec"]["externalIPs"] = json!([]);
+    up(&mut t, web);
+    t.flush();
+    let auto = fip(&t, "default", "web").expect("automatic fip");
+    assert!(in_net(Some(auto), "203.0.113.0/24"));
+    assert_eq!(fip_allocations(&t).len(), 2, "ext's .8 and web's automatic one");
+    // A NodePort service with external IPs gets no FIP (kube-proxy's business in TF);
+    // turning the ClusterIP service into one frees its address.
+    svc["spec"]["type"] = json!("NodePort");
+    up(&mut t, svc);
+    t.flush();
+    assert!(service(&t, "default", "ext").unwrap().floating_ips.is_empty());
+    assert_eq!(fip_allocations(&t).len(), 1);
+    assert_no_duplicate_addresses(&t);
+}
+
+#[test]
 fn fip_load_balancer_ip_inside_outside_and_taken() {
     let mut t = Translator::new();
     public_pools(&mut t);
