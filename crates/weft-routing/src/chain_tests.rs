@@ -463,6 +463,22 @@ fn drop_with_a_missing_hop_removes_the_cross_routes() {
 }
 
 #[test]
+fn rendered_routes_say_which_go_through_the_chain() {
+    let mut interfaces = endpoints();
+    interfaces.extend(hop_pod("fw1", "node-1", 10));
+    interfaces.extend(hop_pod("fw2", "node-2", 11));
+    let ch = chain("fw", &["fw1", "fw2"], ChainFailure::Drop, vec![]);
+    let s = state_of("node-1", &networks(), &interfaces, &[ch]);
+    let text = crate::render_routes(&s);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("10.20.0.2/32") && l.contains("through service chain default/fw")),
+        "{text}"
+    );
+    assert!(text.contains("between service-chain hops"), "{text}");
+}
+
+#[test]
 fn a_record_without_a_vni_per_gap_fails_closed() {
     let mut interfaces = endpoints();
     interfaces.extend(hop_pod("fw1", "node-1", 10));

@@ -558,9 +558,19 @@ pub fn render_routes(state: &NodeState) -> String {
         if n.routes.is_empty() {
             let _ = writeln!(out, "  (no routes)");
         }
+        let instance_of_chain = n.fq_name.contains(":service-chain-");
         for r in &n.routes {
+            let chain = n
+                .chain_guards
+                .iter()
+                .find(|g| g.destinations.iter().any(|d| d.contains(&r.prefix.addr())))
+                .map(|g| g.chain.clone());
             let leaked = if r.reply_only {
                 format!(" [replies only, {}]", short_name(&r.network))
+            } else if let Some(chain) = chain {
+                format!(" [{}, through service chain {chain}]", short_name(&r.network))
+            } else if instance_of_chain {
+                format!(" [{}, between service-chain hops]", short_name(&r.network))
             } else if r.network != n.fq_name {
                 format!(" [leaked from {}]", short_name(&r.network))
             } else {
