@@ -1,7 +1,5 @@
 //! Service chains in a node's tables ([`chains::add_service_chains`]).
 
-use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_model::node::{L4Protocol, PolicyPort};
 use weft_model::{ChainFailure, ChainGuard, ChainHop, MacAddr, NetworkKind, ServiceChainRecord, Vni};
 
@@ -61,20 +59,7 @@ fn att(pod: &str, ifname: &str, node: Option<&str>, network: &str, ip: &str) -> 
 }
 
 fn k8s_node(name: &str, ip: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    crate::tests::k8s_node(name, &[("InternalIP", ip)])
 }
 
 fn nodes() -> Vec<Node> {

@@ -1,7 +1,5 @@
 //! Pod floating IPs bound to local interfaces ([`add_floating_ips`]).
 
-use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_model::{FloatingIpRecord, MacAddr, NetworkKind, Vni};
 
 use super::*;
@@ -46,20 +44,7 @@ fn iface(pod: &str, node: &str, ip: &str) -> InterfaceAttachment {
 }
 
 fn node(name: &str, ip: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    crate::tests::k8s_node(name, &[("InternalIP", ip)])
 }
 
 /// FloatingIp `name` with address `ip`, bound to `pod`'s eth0 at `fixed` on `node`

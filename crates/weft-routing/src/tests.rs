@@ -49,7 +49,8 @@ fn iface(ns: &str, pod: &str, node: Option<&str>, network: &str, ip: &str) -> In
     }
 }
 
-fn k8s_node(name: &str, addresses: &[(&str, &str)]) -> Node {
+/// A Kubernetes Node with the given (type, address) pairs (shared by the crate's tests).
+pub(crate) fn k8s_node(name: &str, addresses: &[(&str, &str)]) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
