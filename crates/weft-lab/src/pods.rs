@@ -351,6 +351,21 @@ async fn make_forwarder(netns: &str, f: &Forwarder) -> Result<()> {
     Ok(())
 }
 
+impl PodDoc {
+    /// What [`PodRecord::forwarder_drops`] records for this pod.
+    fn forwarder_drops(&self) -> Option<Vec<String>> {
+        match &self.forwarder {
+            Ok(Some(f)) => Some(
+                f.drop
+                    .iter()
+                    .map(|(proto, port)| format!("{proto}/{port}"))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 fn pod_doc(index: usize, doc: &ManifestDocument, default_ns: &str) -> Option<PodDoc> {
     let o = &doc.object;
     if o["kind"].as_str() != Some("Pod") {
@@ -594,8 +609,11 @@ async fn ensure_pod(
     let key = format!("{}/{}", p.namespace, p.name);
     let existing = shared.lock().await.pods.get(&key).cloned();
     if let Some(rec) = existing {
-        let intact =
-            sys::netns_exists(&rec.netns) && rec.echo_pid.is_some_and(sys::alive) && rec.ports == p.ports;
+        // A changed forwarder setting re-creates the sandbox, like changed ports.
+        let intact = sys::netns_exists(&rec.netns)
+            && rec.echo_pid.is_some_and(sys::alive)
+            && rec.ports == p.ports
+            && rec.forwarder_drops == p.forwarder_drops();
         if intact {
             return Ok(());
         }
@@ -628,6 +646,7 @@ async fn ensure_pod(
         cni_add_ms: 0.0,
         secondary: Vec::new(),
         network_status: Value::Null,
+        forwarder_drops: p.forwarder_drops(),
     };
     if sys::netns_exists(&netns) {
         // A leftover of an earlier, interrupted attempt.

@@ -123,6 +123,10 @@ pub struct PodRecord {
     /// annotation: one entry per interface (network name, interface, ips, mac, default).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub network_status: serde_json::Value,
+    /// A forwarder pod (`lab.weft.dev/forwarder`): the `protocol/port`s it drops (empty:
+    /// forwards everything); `None` for an ordinary pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarder_drops: Option<Vec<String>>,
 }
 
 /// One secondary interface of a lab pod.

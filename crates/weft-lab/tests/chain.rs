@@ -204,6 +204,16 @@ fn traffic_crosses_the_hops_in_order_both_ways() {
         !lab.probe("default/left", &right, "8081/tcp", 0),
         "fw2 filters again"
     );
+    // fw2's filter changes (the lab re-creates the pod): tcp/8082 is dropped instead.
+    lab.apply("fw2.yaml", &fw2_pod.replace("tcp/8081", "tcp/8082"));
+    assert!(
+        lab.probe("default/left", &right, "8081/tcp", 20),
+        "8081 passes now"
+    );
+    assert!(
+        !lab.probe("default/left", &right, "8082/tcp", 0),
+        "8082 is dropped"
+    );
 
     // The chain is deleted: the networks are apart again.
     lab.delete("chain.yaml", &chain("Bypass", "[]"));
