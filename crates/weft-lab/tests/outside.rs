@@ -328,3 +328,145 @@ fn pods_of_a_fabric_snat_network_reach_the_outside_as_their_node_and_exhaustion_
         "agent log lacks the warning"
     );
 }
+
+/// TF's pool scopes (reference §5.2), most specific first: the Service's own
+/// `opencontrail.org/fip-pool`, then its Namespace's, then ClusterConfig
+/// `spec.publicFipPool`. Three LoadBalancer services, one per row, each answered from
+/// the external host on a FIP of the pool its row names.
+const PRECEDENCE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: ns-pool
+  annotations:
+    opencontrail.org/fip-pool: '{"domain":"default-domain","project":"k8s-default","network":"pub-ns","name":"pool-ns"}'
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns-plain}
+---
+apiVersion: weft.dev/v1alpha1
+kind: VirtualNetwork
+metadata: {name: pub-cluster, namespace: default}
+spec: {subnets: [198.18.0.0/24]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: VirtualNetwork
+metadata: {name: pub-ns, namespace: default}
+spec: {subnets: [198.18.1.0/24]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: VirtualNetwork
+metadata: {name: pub-obj, namespace: default}
+spec: {subnets: [198.18.2.0/24]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: FloatingIpPool
+metadata: {name: pool-cluster, namespace: default}
+spec: {network: pub-cluster}
+---
+apiVersion: weft.dev/v1alpha1
+kind: FloatingIpPool
+metadata: {name: pool-ns, namespace: default}
+spec: {network: pub-ns}
+---
+apiVersion: weft.dev/v1alpha1
+kind: FloatingIpPool
+metadata: {name: pool-obj, namespace: default}
+spec: {network: pub-obj}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: ns-pool, labels: {app: web}}
+spec: {nodeName: node-2, containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: ns-plain, labels: {app: web}}
+spec: {nodeName: node-2, containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: by-object
+  namespace: ns-pool
+  annotations:
+    opencontrail.org/fip-pool: '{"domain":"default-domain","project":"k8s-default","network":"pub-obj","name":"pool-obj"}'
+spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: by-namespace, namespace: ns-pool}
+spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: by-cluster, namespace: ns-plain}
+spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
+"#;
+
+#[test]
+fn pool_scopes_pick_the_most_specific_pool_and_each_fip_answers_from_outside() {
+    require_root!();
+    let Some(lab) = Lab::up_with_gateway('d', PRECEDENCE) else {
+        return;
+    };
+    // No cluster-wide pool yet: the service of the plain namespace waits, visibly.
+    assert!(floating_ip_of(&lab, "ns-plain/by-cluster").is_none());
+    let note = lab.service("ns-plain/by-cluster")["note"].to_string();
+    assert!(note.contains("no floating-IP pool"), "{note}");
+    // The cluster-wide pool, added to the lab's own ClusterConfig (router ID and BGP
+    // listener as the lab set them).
+    let url = lab.status()["controller"]["url"].as_str().unwrap().to_string();
+    let out = std::process::Command::new(&lab.weft)
+        .args(["--server", &url, "get", "clusterconfig", "-o", "json"])
+        .output()
+        .unwrap();
+    let effective: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listen: SocketAddr = effective["bgp_listen"].as_str().unwrap().parse().unwrap();
+    let config = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: ClusterConfig\nmetadata: {{name: default}}\nspec:\n  routerId: {}\n  bgpListenAddress: {}\n  bgpPort: {}\n  publicFipPool: '{{\"domain\":\"default-domain\",\"project\":\"k8s-default\",\"network\":\"pub-cluster\",\"name\":\"pool-cluster\"}}'\n",
+        effective["router_id"].as_str().unwrap(),
+        listen.ip(),
+        listen.port()
+    );
+    lab.apply("cluster.yaml", &config);
+
+    let ext = format!("wl-{}-ext", lab.name);
+    for (service, subnet, backend) in [
+        ("ns-pool/by-object", "198.18.2.", "ns-pool/web"),
+        ("ns-pool/by-namespace", "198.18.1.", "ns-pool/web"),
+        ("ns-plain/by-cluster", "198.18.0.", "ns-plain/web"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let fip = loop {
+            if let Some(ip) = floating_ip_of(&lab, service) {
+                break ip;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service}: no FIP: {:#}",
+                lab.service(service)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            fip.to_string().starts_with(subnet),
+            "{service}: {fip} is not from {subnet}0/24"
+        );
+        wait_gateway_route(&lab, "192.0.2.12", |ip| ip == fip);
+        let who = whoami_from_netns(&ext, SocketAddr::new(fip, 80), Proto::Tcp, Duration::from_secs(2))
+            .unwrap_or_else(|o| panic!("external host -> {service} on {fip}: {o:?}"));
+        assert_eq!(who, backend, "{service}");
+    }
+}
+
+/// The floating IP of service `ns/name`, once it has one.
+fn floating_ip_of(lab: &Lab, key: &str) -> Option<IpAddr> {
+    lab.service(key)["floating_ips"]
+        .as_array()?
+        .first()?
+        .as_str()?
+        .parse()
+        .ok()
+}
