@@ -13,7 +13,8 @@
 //!
 //! # What weft owns (and therefore reads, diffs and may delete)
 //!
-//! * sysctls listed in [`desired`] (`ip_forward`, `rp_filter`), nothing else;
+//! * sysctls listed in [`desired`] (`ip_forward`, `rp_filter`, and with fabric SNAT
+//!   `ip_local_reserved_ports`, merged with what the node already reserves), nothing else;
 //! * the links [`VXLAN_DEVICE`] (`weft-vxlan`) and [`GW_DEVICE`] (`weft-gw`), and the
 //!   IPv4 addresses on `weft-gw`;
 //! * IPv4 policy rules with preference [`RULE_PREF`] whose table is ≥ [`VN_TABLE_BASE`],
@@ -435,6 +436,19 @@ pub fn render(state: &NodeState, attachments: &Attachments) -> (KernelState, Vec
         (conf_sysctl(VXLAN_DEVICE, "rp_filter"), "0"),
     ] {
         out.sysctls.insert(key, value.to_string());
+    }
+
+    // Fabric SNAT's port pools are kept from the node's own connections (as TF's agent
+    // does): the node's ephemeral range covers them, and a local socket holding one of
+    // them would collide with a translated connection. [`reserve_ports`] merges this
+    // with what the node already reserves.
+    if state
+        .networks
+        .iter()
+        .any(|n| n.outside.as_ref().is_some_and(|o| o.fabric_snat))
+    {
+        out.sysctls
+            .insert(RESERVED_PORTS_SYSCTL.to_string(), snat_port_ranges().to_string());
     }
 
     out.underlay_ip = state.underlay_ip.filter(IpAddr::is_ipv4);
@@ -964,6 +978,57 @@ fn render_native(
             encap: None,
         },
     );
+}
+
+/// The sysctl that keeps ports from the node's own ephemeral port choice.
+pub const RESERVED_PORTS_SYSCTL: &str = "net/ipv4/ip_local_reserved_ports";
+
+/// Fabric SNAT's TCP and UDP port pools (adjacent), as `first-last`.
+fn snat_port_ranges() -> String {
+    use weft_model::node::{SNAT_TCP_PORTS, SNAT_UDP_PORTS};
+    let first = SNAT_TCP_PORTS.0.min(SNAT_UDP_PORTS.0);
+    let last = SNAT_TCP_PORTS.1.max(SNAT_UDP_PORTS.1);
+    format!("{first}-{last}")
+}
+
+/// Port ranges of an `ip_local_reserved_ports` value (`"1000,56000-58047"`); `None` when
+/// it does not parse.
+fn port_ranges(text: &str) -> Option<Vec<(u16, u16)>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('-') {
+            Some((a, b)) => Some((a.trim().parse().ok()?, b.trim().parse().ok()?)),
+            None => p.parse().ok().map(|n| (n, n)),
+        })
+        .collect()
+}
+
+/// Makes `desired`'s [`RESERVED_PORTS_SYSCTL`] the union of what the node reserves now
+/// (`actual`) and what weft needs, so reservations made by others are kept; when the
+/// node already reserves all of weft's ports, `desired` equals `actual` (no write).
+pub fn reserve_ports(desired: &mut KernelState, actual: &KernelState) {
+    let Some(ours) = desired.sysctls.get(RESERVED_PORTS_SYSCTL).cloned() else {
+        return;
+    };
+    let now = actual
+        .sysctls
+        .get(RESERVED_PORTS_SYSCTL)
+        .cloned()
+        .unwrap_or_default();
+    let (Some(have), Some(want)) = (port_ranges(&now), port_ranges(&ours)) else {
+        return; // unreadable: write ours (the kernel refuses a bad value itself)
+    };
+    let covered = |port: u16| have.iter().any(|(a, b)| *a <= port && port <= *b);
+    let all_reserved = want.iter().all(|(a, b)| (*a..=*b).all(covered));
+    let value = if all_reserved {
+        now
+    } else if now.trim().is_empty() {
+        ours
+    } else {
+        format!("{},{ours}", now.trim())
+    };
+    desired.sysctls.insert(RESERVED_PORTS_SYSCTL.to_string(), value);
 }
 
 /// Replaces [`UNDERLAY_DEVICE`] in `desired` (routes' `dev`, rules' `iif`) with the

@@ -55,6 +55,7 @@ pub fn owned_sysctls() -> Vec<String> {
         conf_sysctl("all", "rp_filter"),
         conf_sysctl("default", "rp_filter"),
         conf_sysctl(VXLAN_DEVICE, "rp_filter"),
+        crate::dataplane::RESERVED_PORTS_SYSCTL.to_string(),
     ]
 }
 
@@ -718,10 +719,11 @@ impl ReconcileReport {
 /// `desired`, [`apply`] the difference. A converged kernel gets no writes at all.
 pub async fn reconcile(handle: &Handle, desired: &KernelState) -> Result<ReconcileReport, KernelError> {
     let actual = dump(handle).await?;
-    let (desired, warning) = crate::dataplane::bind_underlay(desired, &actual);
+    let (mut desired, warning) = crate::dataplane::bind_underlay(desired, &actual);
     if let Some(w) = warning {
         tracing::debug!(warning = %w, "underlay device not bound");
     }
+    crate::dataplane::reserve_ports(&mut desired, &actual);
     let ops = crate::dataplane::diff(&desired, &actual);
     for op in &ops {
         tracing::debug!(op = %op, "applying");

@@ -261,6 +261,23 @@ fn pods_of_a_fabric_snat_network_reach_the_outside_as_their_node_and_exhaustion_
     assert!(translated.contains(&format!("dst={node_ip} ")), "{translated}");
     assert!((56000..=57023).contains(&reply_port), "{translated}");
     drop(first);
+    // The SNAT pools are kept from the node's own connections.
+    let (node1, _) = lab.node(1);
+    let reserved = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node1,
+            "cat",
+            "/proc/sys/net/ipv4/ip_local_reserved_ports",
+        ])
+        .output()
+        .unwrap();
+    let reserved = String::from_utf8_lossy(&reserved.stdout).trim().to_string();
+    assert!(
+        reserved.contains("56000-58047"),
+        "reserved ports on node-1: {reserved:?}"
+    );
     // An isolated namespace without the annotation fails fast (no route out).
     let iso = connect(&lab.pod_netns("iso/p"), Duration::from_secs(2));
     assert!(iso.is_err(), "iso/p must not get out: {iso:?}");

@@ -749,3 +749,44 @@ fn a_routing_instance_gets_its_vni_rule_and_its_hop_interfaces() {
         ]
     );
 }
+
+#[test]
+fn fabric_snat_reserves_its_port_pools_and_keeps_other_reservations() {
+    let mut state = node2();
+    let (k, _) = render(&state, &attached(&["b", "c"]));
+    assert!(
+        !k.sysctls.contains_key(RESERVED_PORTS_SYSCTL),
+        "no SNAT, no reservation"
+    );
+    state.networks[0].outside = Some(weft_model::node::Outside {
+        cluster_subnets: vec![net("10.32.0.0/12")],
+        fabric_snat: true,
+    });
+    let (desired, _) = render(&state, &attached(&["b", "c"]));
+    assert_eq!(desired.sysctls[RESERVED_PORTS_SYSCTL], "56000-58047");
+    let with = |value: &str| {
+        let mut actual = KernelState::default();
+        actual
+            .sysctls
+            .insert(RESERVED_PORTS_SYSCTL.to_string(), value.to_string());
+        let mut d = desired.clone();
+        reserve_ports(&mut d, &actual);
+        let writes = diff(&d, &actual)
+            .iter()
+            .filter(|op| matches!(op, KernelOp::SetSysctl { key, .. } if key == RESERVED_PORTS_SYSCTL))
+            .count();
+        (d.sysctls[RESERVED_PORTS_SYSCTL].clone(), writes)
+    };
+    // Nothing reserved yet: ours is written.
+    assert_eq!(with(""), ("56000-58047".to_string(), 1));
+    // Someone else's reservation is kept, ours added.
+    assert_eq!(
+        with("8080,9000-9010"),
+        ("8080,9000-9010,56000-58047".to_string(), 1)
+    );
+    // Already covered (as the kernel prints it after our write, merged with a
+    // neighbour): no write at all.
+    assert_eq!(with("8080,55990-58100"), ("8080,55990-58100".to_string(), 0));
+    // Partly covered: ours is added (the kernel merges the overlap).
+    assert_eq!(with("56000-56999"), ("56000-56999,56000-58047".to_string(), 1));
+}
