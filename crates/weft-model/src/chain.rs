@@ -157,6 +157,10 @@ pub struct ChainHop {
     pub right_interface: String,
 }
 
+/// What every chain routing instance's name holds after its project
+/// ([`ServiceChainRecord::instance_name`]), so tools can tell chain instances apart.
+pub const CHAIN_INSTANCE_MARK: &str = ":service-chain-";
+
 impl ServiceChainRecord {
     /// FQ name of the routing instance between hop `gap` and hop `gap + 1` (0-based),
     /// in the left network's project, as TF names its service routing instances after
@@ -170,7 +174,7 @@ impl ServiceChainRecord {
             .map(|(p, _)| p)
             .unwrap_or(self.left_network.as_str());
         format!(
-            "{project}:service-chain-{}.{}-{}",
+            "{project}{CHAIN_INSTANCE_MARK}{}.{}-{}",
             self.namespace,
             self.name,
             gap + 1

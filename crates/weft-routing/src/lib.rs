@@ -558,7 +558,7 @@ pub fn render_routes(state: &NodeState) -> String {
         if n.routes.is_empty() {
             let _ = writeln!(out, "  (no routes)");
         }
-        let instance_of_chain = n.fq_name.contains(":service-chain-");
+        let instance_of_chain = n.fq_name.contains(weft_model::chain::CHAIN_INSTANCE_MARK);
         for r in &n.routes {
             let chain = n
                 .chain_guards

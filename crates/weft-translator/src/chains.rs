@@ -24,7 +24,7 @@ pub const MAX_CHAIN_HOPS: usize = 16;
 const MAX_IFNAME: usize = 15;
 
 /// VNI allocator owner of the routing instance after hop `gap` of a chain.
-fn vni_owner(ns: &str, name: &str, gap: usize) -> String {
+pub(crate) fn vni_owner(ns: &str, name: &str, gap: usize) -> String {
     format!("ServiceChain {ns}/{name} instance {}", gap + 1)
 }
 

@@ -230,8 +230,7 @@ impl Translator {
                 }
                 DerivedObject::ServiceChain(c) => {
                     let mut problem = None;
-                    let owner =
-                        |gap: usize| format!("ServiceChain {}/{} instance {}", c.namespace, c.name, gap + 1);
+                    let owner = |gap: usize| chains::vni_owner(&c.namespace, &c.name, gap);
                     for (gap, vni) in c.hop_vnis.iter().enumerate() {
                         if let Err(e) = t.vnis.reserve(vni.0, &owner(gap)) {
                             problem = Some(e.to_string());
