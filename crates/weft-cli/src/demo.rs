@@ -470,16 +470,17 @@ async fn chain_act(keep: bool, progress: &Progress) -> Result<()> {
             "the chain scenario did not apply cleanly (see the errors above)"
         );
         let state = weft_lab::state::LabState::load(&lab)?;
-        let pod = |name: &str| -> Result<(String, std::net::IpAddr)> {
-            let p = state.pod(&format!("default/{name}"))?;
-            let ip =
-                p.ip.as_deref()
-                    .and_then(|a| a.split('/').next()?.parse().ok())
-                    .with_context(|| format!("pod default/{name} has no address"))?;
-            Ok((p.netns.clone(), ip))
-        };
-        let (left, right) = (pod("left")?, pod("right")?);
-        let (fw1, fw2) = (pod("fw1")?.0, pod("fw2")?.0);
+        let netns =
+            |name: &str| -> Result<String> { Ok(state.pod(&format!("default/{name}"))?.netns.clone()) };
+        let left = (
+            netns("left")?,
+            weft_lab::inspect::resolve_target(&state, "default/left").await?,
+        );
+        let right = (
+            netns("right")?,
+            weft_lab::inspect::resolve_target(&state, "default/right").await?,
+        );
+        let (fw1, fw2) = (netns("fw1")?, netns("fw2")?);
         println!("\n== service chain web: vn-left -> fw1 -> fw2 -> vn-right (fw2 drops tcp/8081)");
         let mut wrong = Vec::new();
         for (from, (src, _), (_, dst), port, expect) in [

@@ -237,11 +237,7 @@ async fn measure(
     converge::wait_converged(&st, READY, &Progress::quiet()).await?;
     let client = st.pod("default/bo-client")?.clone();
     let web = st.pod("default/bo-web")?.clone();
-    let web_ip: IpAddr = web
-        .ip
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .context("bo-web has no address")?;
+    let web_ip = crate::inspect::resolve_target(&st, "default/bo-web").await?;
     let gw = st.gateway.clone().context("the lab has no gateway")?;
     for ns in [&client.netns, &gw.external_netns] {
         for setting in [
@@ -281,11 +277,7 @@ async fn measure(
     let external: IpAddr = gateway::EXTERNAL_HOST_IP.parse()?;
     let left = st.pod("default/bo-left")?.clone();
     let right = st.pod("default/bo-right")?.clone();
-    let right_ip: IpAddr = right
-        .ip
-        .as_deref()
-        .and_then(|s| s.parse().ok())
-        .context("bo-right has no address")?;
+    let right_ip = crate::inspect::resolve_target(&st, "default/bo-right").await?;
     for setting in [
         "net.ipv4.tcp_tw_reuse=1",
         "net.ipv4.ip_local_port_range=1024 65000",
